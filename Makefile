@@ -1,0 +1,41 @@
+# kipvs — the two set-up commands are `make demo` and `make test`; everything else is a step of theirs.
+# TypeScript is compiled once by tsc into build/ (ESM); jest runs the compiled tests, the real-kernel
+# scenarios run the same compiled JS inside a qemu VM (vm/) or a fresh netns on a host that has IPVS.
+
+SHELL := /bin/bash
+NODE_MODULES := node_modules/.package-lock.json
+JEST := node --experimental-vm-modules --no-warnings node_modules/.bin/jest
+KERNEL_OUT := build/kernel-results
+
+.PHONY: all build test test-unit test-kernel kernel-scenarios bench clean
+
+all: build
+
+$(NODE_MODULES): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+include native-bindings/native.mk
+include vm/vm.mk
+
+build: $(NODE_MODULES) native
+	npx tsc -p tsconfig.json
+
+test-unit: build
+	$(JEST) --selectProjects unit
+
+# Boots the real kernel once, runs every compiled scenario in it and leaves JSON results for jest.
+kernel-scenarios: build vm
+	rm -rf $(KERNEL_OUT) && mkdir -p $(KERNEL_OUT)
+	vm/run --out $(KERNEL_OUT) -- node build/spec/kernel/run-scenarios.js $(KERNEL_OUT)
+
+test-kernel: kernel-scenarios
+	$(JEST) --selectProjects kernel
+
+test: test-unit test-kernel
+
+bench: build vm
+	node build/bench/run.js
+
+clean:
+	rm -rf build native-bindings/build

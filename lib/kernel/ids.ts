@@ -1,0 +1,45 @@
+// Keys and human-readable names for kernel objects, shared by every Kernel implementation, the diff
+// and the error messages: one spelling of "TCP/10.0.0.1:80" everywhere.
+
+import ipaddr from 'ipaddr.js';
+import type { DestinationId, Family, KernelOp, ServiceId } from './types.js';
+
+export function hostPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** 'TCP/10.0.0.1:80', 'UDP/[fd00::1]:53', 'FWM/4/100'. Unique per kernel service identity. */
+export function serviceKey(s: ServiceId): string {
+  return s.fwmark ? `FWM/${s.family}/${s.fwmark}` : `${s.protocol}/${hostPort(s.address, s.port)}`;
+}
+
+export function destinationKey(d: DestinationId): string {
+  return hostPort(d.address, d.port);
+}
+
+export function describeOp(op: KernelOp): string {
+  switch (op.kind) {
+    case 'addService':
+    case 'updateService':
+    case 'deleteService':
+      return `${op.kind} ${serviceKey(op.service)}`;
+    case 'addDestination':
+    case 'updateDestination':
+    case 'deleteDestination':
+      return `${op.kind} ${serviceKey(op.service)} -> ${destinationKey(op.destination)}`;
+    case 'addAddress':
+    case 'deleteAddress':
+      return `${op.kind} ${op.address.address}/${op.address.prefixLength} dev ${op.ifname}`;
+  }
+}
+
+/** Canonical text of an address (ipaddr.js form: IPv6 compressed, lower case); throws on garbage. */
+export function canonicalAddress(text: string): { family: Family; address: string } {
+  const addr = ipaddr.parse(text);
+  return { family: addr.kind() === 'ipv4' ? 4 : 6, address: addr.toString() };
+}
+
+/** Family-default host netmask as IPVS keeps it (IPv4: mask u32, IPv6: prefix length). */
+export function hostNetmask(family: Family): number {
+  return family === 4 ? 0xffffffff : 128;
+}
