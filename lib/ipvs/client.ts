@@ -79,6 +79,12 @@ export class IpvsClient {
     return { version: formatVersion(rec.version as number), connTabSize: rec.connTabSize as number };
   }
 
+  /** One service by identity (GET_SERVICE without DUMP); KernelError ESRCH when it does not exist. */
+  async getService(id: ServiceId): Promise<VirtualServerStatus> {
+    const [rec] = await this.call(`IPVS GET_SERVICE ${serviceKey(id)}`, this.req(Cmd.GET_SERVICE, { service: serviceIdAttrs(id) }));
+    return decodeService(rec.service as AttrRecord);
+  }
+
   async listServices(): Promise<VirtualServerStatus[]> {
     const recs = await this.call('IPVS GET_SERVICE dump', this.req(Cmd.GET_SERVICE, {}), true);
     return recs.filter((r) => r.service).map((r) => decodeService(r.service as AttrRecord));

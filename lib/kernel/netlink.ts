@@ -50,6 +50,11 @@ export class NetlinkKernel implements Kernel {
     return this.ipvs.info();
   }
 
+  /** One service by identity; ESRCH when missing. (Not part of Kernel: syncs read the whole table.) */
+  getService(id: ServiceId): Promise<VirtualServerStatus> {
+    return this.ipvs.getService(id);
+  }
+
   listServices(): Promise<VirtualServerStatus[]> {
     return this.ipvs.listServices();
   }
