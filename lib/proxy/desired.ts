@@ -1,0 +1,216 @@
+// Desired state: a pure function of (Service, its EndpointSlices, config) → the virtual servers, real
+// servers and VIPs that Service needs. Nothing here touches the kernel. Bad input is an error naming
+// the object; a bad port skips that port, a bad Service skips the Service, a bad endpoint is dropped.
+
+import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
+import ipaddr from 'ipaddr.js';
+import { hostNetmask } from '../kernel/ids.js';
+import type { Destination, Family, LinkAddress, Protocol, VirtualServer } from '../kernel/types.js';
+import { isScheduler, schedulerFlagBits, splitList, type ProxyConfig } from './config.js';
+
+export const ANNOTATION_SCHEDULER = 'kipvs.io/scheduler';
+export const ANNOTATION_SCHEDULER_FLAGS = 'kipvs.io/scheduler-flags';
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+const DEFAULT_AFFINITY_TIMEOUT = 10800;
+const MAX_AFFINITY_TIMEOUT = 86400;
+const PERSISTENT = 0x1;
+
+/** One virtual server of a Service port, with its real servers. */
+export interface DesiredVirtualServer {
+  /** 'namespace/name:portName' (port number when unnamed): who asked for this virtual server. */
+  owner: string;
+  service: VirtualServer;
+  destinations: Destination[];
+  /**
+   * The Service asked for a scheduler kipvs cannot use: an existing virtual server keeps the scheduler
+   * (and flags) it has in the kernel; a new one gets the configured default.
+   */
+  keepScheduler?: boolean;
+}
+
+export interface ObjectError {
+  /** e.g. 'Service default/web', 'EndpointSlice default/web-abc12'. */
+  object: string;
+  reason: string;
+}
+
+export interface ServiceResult {
+  virtualServers: DesiredVirtualServer[];
+  addresses: LinkAddress[];
+  errors: ObjectError[];
+  /** False when the Service as a whole could not be read: the caller keeps what it had for it. */
+  valid: boolean;
+}
+
+const PROTOCOLS: readonly string[] = ['TCP', 'UDP', 'SCTP'];
+
+export const objectKey = (o: { metadata?: { namespace?: string; name?: string } }) =>
+  `${o.metadata?.namespace ?? 'default'}/${o.metadata?.name ?? ''}`;
+
+function parseIp(text: string): { family: Family; address: string } | undefined {
+  if (!ipaddr.isValid(text)) return undefined;
+  // Kubernetes IPs are written canonically; ipaddr.isValid also accepts '10' or octal forms, reject those.
+  const addr = ipaddr.parse(text);
+  if (addr.kind() === 'ipv4' && !ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;
+  return { family: addr.kind() === 'ipv4' ? 4 : 6, address: addr.toString() };
+}
+
+/** Ready endpoints of `slices` for the Service port named `portName`, collapsed by address:port. */
+function destinationsFor(
+  portName: string,
+  family: Family,
+  slices: readonly V1EndpointSlice[],
+  errors: ObjectError[],
+  reported: Set<string>,
+): Destination[] {
+  const out = new Map<string, Destination>();
+  for (const slice of slices) {
+    const object = `EndpointSlice ${objectKey(slice)}`;
+    if (slice.addressType !== (family === 4 ? 'IPv4' : 'IPv6')) continue;
+    const port = (slice.ports ?? []).find((p) => (p.name ?? '') === portName);
+    if (!port) continue;
+    if (port.port === undefined || !Number.isInteger(port.port) || port.port < 1 || port.port > 65535) {
+      if (!reported.has(`${object} port`)) errors.push({ object, reason: `port "${portName}" has an invalid number ${port.port}` });
+      reported.add(`${object} port`);
+      continue;
+    }
+    for (const ep of slice.endpoints ?? []) {
+      // Kubernetes: a nil ready condition means ready.
+      if (ep.conditions?.ready === false) continue;
+      for (const text of ep.addresses ?? []) {
+        const ip = typeof text === 'string' ? parseIp(text) : undefined;
+        if (!ip || ip.family !== family) {
+          const key = `${object} ${text}`;
+          if (!reported.has(key)) errors.push({ object, reason: `endpoint address "${text}" is not a valid IPv${family} address` });
+          reported.add(key);
+          continue;
+        }
+        const key = `${ip.address}:${port.port}`;
+        if (!out.has(key)) {
+          out.set(key, { family, address: ip.address, port: port.port, forward: 'masq', weight: 1, upperThreshold: 0, lowerThreshold: 0 });
+        }
+      }
+    }
+  }
+  return [...out.values()];
+}
+
+/** Scheduler and flag bits for a Service: its annotations over the config. */
+function scheduling(svc: V1Service, config: ProxyConfig, errors: ObjectError[], object: string) {
+  const ann = svc.metadata?.annotations ?? {};
+  const wanted = ann[ANNOTATION_SCHEDULER]?.trim();
+  let scheduler = config.scheduler;
+  let flagNames = config.schedulerFlags;
+  if (wanted) {
+    if (!isScheduler(wanted)) {
+      errors.push({ object, reason: `unknown scheduler "${wanted}" in ${ANNOTATION_SCHEDULER}; keeping the current scheduler` });
+      return { scheduler: config.scheduler, bits: schedulerFlagBits(config.scheduler, config.schedulerFlags), keep: true };
+    }
+    scheduler = wanted;
+    flagNames = [];
+  }
+  if (ann[ANNOTATION_SCHEDULER_FLAGS] !== undefined) flagNames = splitList(ann[ANNOTATION_SCHEDULER_FLAGS]);
+  try {
+    return { scheduler, bits: schedulerFlagBits(scheduler, flagNames), keep: false };
+  } catch (err) {
+    errors.push({ object, reason: `${ANNOTATION_SCHEDULER_FLAGS}: ${(err as Error).message}; keeping the current scheduler` });
+    return { scheduler: config.scheduler, bits: schedulerFlagBits(config.scheduler, config.schedulerFlags), keep: true };
+  }
+}
+
+/** Persistence flag and timeout from spec.sessionAffinity; undefined (with an error) when invalid. */
+function affinity(svc: V1Service, errors: ObjectError[], object: string): { flags: number; timeout: number } | undefined {
+  const mode = svc.spec?.sessionAffinity ?? 'None';
+  if (mode === 'None') return { flags: 0, timeout: 0 };
+  if (mode !== 'ClientIP') {
+    errors.push({ object, reason: `unknown sessionAffinity "${mode}"` });
+    return undefined;
+  }
+  const t = svc.spec?.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT;
+  if (!Number.isInteger(t) || t < 1 || t > MAX_AFFINITY_TIMEOUT) {
+    errors.push({ object, reason: `sessionAffinityConfig.clientIP.timeoutSeconds ${t} is not in 1..${MAX_AFFINITY_TIMEOUT}` });
+    return undefined;
+  }
+  return { flags: PERSISTENT, timeout: t };
+}
+
+/**
+ * Everything one Service needs in the kernel. `slices` are the EndpointSlices labelled with the
+ * Service's name (any order, possibly of both families).
+ */
+export function desiredForService(svc: V1Service, slices: readonly V1EndpointSlice[], config: ProxyConfig): ServiceResult {
+  const key = objectKey(svc);
+  const object = `Service ${key}`;
+  const errors: ObjectError[] = [];
+  const none = (valid: boolean): ServiceResult => ({ virtualServers: [], addresses: [], errors, valid });
+  const spec = svc.spec;
+  if (!svc.metadata?.name) return (errors.push({ object, reason: 'metadata.name is missing' }), none(false));
+  if (!spec) return (errors.push({ object, reason: 'spec is missing' }), none(false));
+  if (spec.type === 'ExternalName') return none(true);
+
+  const ipTexts = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : [];
+  if (ipTexts.length === 0 || ipTexts[0] === 'None') return none(true); // headless or not yet allocated
+  const ips: Array<{ family: Family; address: string }> = [];
+  for (const text of ipTexts) {
+    const ip = typeof text === 'string' ? parseIp(text) : undefined;
+    if (!ip) return (errors.push({ object, reason: `clusterIP "${text}" is not a valid IP address` }), none(false));
+    if (ip.address === '0.0.0.0' || ip.address === '::' || ipaddr.parse(ip.address).range() === 'multicast') {
+      return (errors.push({ object, reason: `clusterIP "${text}" is not a unicast address` }), none(false));
+    }
+    if (ips.some((i) => i.family === ip.family)) {
+      return (errors.push({ object, reason: `clusterIPs ${JSON.stringify(ipTexts)} has two addresses of one family` }), none(false));
+    }
+    ips.push(ip);
+  }
+
+  const aff = affinity(svc, errors, object);
+  if (!aff) return none(false);
+  const sched = scheduling(svc, config, errors, object);
+
+  const virtualServers: DesiredVirtualServer[] = [];
+  const reported = new Set<string>();
+  const seen = new Set<string>();
+  for (const [i, p] of (spec.ports ?? []).entries()) {
+    const portName = p.name ?? '';
+    const label = `port ${portName || i}`;
+    const protocol = p.protocol ?? 'TCP';
+    if (!PROTOCOLS.includes(protocol)) {
+      errors.push({ object, reason: `${label}: unknown protocol "${protocol}"` });
+      continue;
+    }
+    if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535) {
+      errors.push({ object, reason: `${label}: port ${p.port} is not in 1..65535` });
+      continue;
+    }
+    if (seen.has(`${protocol}/${p.port}`)) {
+      errors.push({ object, reason: `${label}: ${protocol} port ${p.port} is listed twice` });
+      continue;
+    }
+    seen.add(`${protocol}/${p.port}`);
+    for (const ip of ips) {
+      virtualServers.push({
+        owner: `${key}:${portName || p.port}`,
+        service: {
+          family: ip.family,
+          protocol: protocol as Protocol,
+          address: ip.address,
+          port: p.port,
+          fwmark: 0,
+          scheduler: sched.scheduler,
+          flags: aff.flags | sched.bits,
+          timeout: aff.timeout,
+          netmask: hostNetmask(ip.family),
+          peName: '',
+        },
+        destinations: destinationsFor(portName, ip.family, slices, errors, reported),
+        ...(sched.keep ? { keepScheduler: true } : {}),
+      });
+    }
+  }
+  if ((spec.ports ?? []).length === 0) errors.push({ object, reason: 'spec.ports is empty' });
+  const bound = new Set(virtualServers.map((v) => v.service.address));
+  const addresses = ips
+    .filter((ip) => bound.has(ip.address))
+    .map((ip) => ({ family: ip.family, address: ip.address, prefixLength: ip.family === 4 ? 32 : 128 }));
+  return { virtualServers, addresses, errors, valid: true };
+}

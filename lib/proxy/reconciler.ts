@@ -1,0 +1,257 @@
+// The reconciler: turns Source changes into kernel writes. It keeps the desired state per Service
+// (recomputing only the Services that changed), and the kernel state as last observed. A full sync
+// dumps the kernel once and diffs everything (at start, periodically, after any failure); a partial
+// sync diffs only the changed Services against the kept observation, so one endpoint change costs
+// O(1) work and O(1) messages. Nothing is written before the Source has completed its first list.
+
+import type { V1EndpointSlice } from '@kubernetes/client-node';
+import { serviceKey } from '../kernel/ids.js';
+import type { Kernel, KernelOp } from '../kernel/types.js';
+import type { Change, Source } from '../sources/types.js';
+import { applyConfigMap, DEFAULT_CONFIG, type ProxyConfig } from './config.js';
+import { desiredForService, SERVICE_NAME_LABEL, type ObjectError, type ServiceResult } from './desired.js';
+import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
+
+export const DUMMY_LINK = 'kube-ipvs0';
+
+export interface Logger {
+  debug(msg: string, meta?: Record<string, unknown>): void;
+  info(msg: string, meta?: Record<string, unknown>): void;
+  warn(msg: string, meta?: Record<string, unknown>): void;
+  error(msg: string, meta?: Record<string, unknown>): void;
+}
+
+export interface SyncReport {
+  full: boolean;
+  /** Ops written, by kind. */
+  ops: Partial<Record<KernelOp['kind'], number>>;
+  written: number;
+  failed: number;
+  ms: number;
+}
+
+export interface ReconcilerOptions {
+  kernel: Kernel;
+  source: Source;
+  logger: Logger;
+  /** Defaults under the ConfigMap; `overrides` (command-line flags) win over both. */
+  defaults?: ProxyConfig;
+  overrides?: Partial<ProxyConfig>;
+  ifname?: string;
+}
+
+export class Reconciler {
+  private readonly kernel: Kernel;
+  private readonly source: Source;
+  private readonly log: Logger;
+  private readonly ifname: string;
+  private readonly defaults: ProxyConfig;
+  private readonly overrides: Partial<ProxyConfig>;
+  config: ProxyConfig;
+  private configMapVersion: string | undefined = '\0';
+
+  /** Per Service (namespace/name): its last valid result. */
+  private readonly results = new Map<string, ServiceResult>();
+  /** EndpointSlice key → the Service it belongs to, to find slices by Service. */
+  private readonly sliceOwner = new Map<string, string>();
+  private readonly slicesByService = new Map<string, Set<string>>();
+  private readonly desired: DesiredState = { services: new Map(), addresses: new Map() };
+  /** Which Service holds each kernel service key / address (first claim wins on a conflict). */
+  private readonly claims = new Map<string, string>();
+  private readonly addressClaims = new Map<string, Set<string>>();
+  private observed: ObservedState | undefined;
+  private readonly dirty = new Set<string>();
+  private allDirty = true;
+  private needFull = true;
+  lastReport: SyncReport | undefined;
+  /** Object errors currently in force, by Service; for status and metrics. */
+  readonly objectErrors = new Map<string, ObjectError[]>();
+
+  constructor(opts: ReconcilerOptions) {
+    this.kernel = opts.kernel;
+    this.source = opts.source;
+    this.log = opts.logger;
+    this.ifname = opts.ifname ?? DUMMY_LINK;
+    this.defaults = opts.defaults ?? DEFAULT_CONFIG;
+    this.overrides = opts.overrides ?? {};
+    this.config = { ...this.defaults, ...this.overrides };
+  }
+
+  /** Records source changes; the next sync recomputes the Services they touch. */
+  noteChanges(changes: readonly Change[]): void {
+    for (const c of changes) {
+      if (c.kind === 'Service') this.dirty.add(c.key);
+      else if (c.kind === 'EndpointSlice') {
+        const before = this.sliceOwner.get(c.key);
+        if (before) this.dirty.add(before);
+        this.indexSlice(c.key, this.source.snapshot().endpointSlices.get(c.key));
+        const after = this.sliceOwner.get(c.key);
+        if (after) this.dirty.add(after);
+      } else this.allDirty = true; // Node or ConfigMap: settings that apply to every Service
+    }
+  }
+
+  /** Forces the next sync to dump the kernel and diff everything (periodic resync, after errors). */
+  requestFullSync(): void {
+    this.needFull = true;
+  }
+
+  private indexSlice(key: string, slice: V1EndpointSlice | undefined): void {
+    const before = this.sliceOwner.get(key);
+    if (before) {
+      this.slicesByService.get(before)?.delete(key);
+      this.sliceOwner.delete(key);
+    }
+    const name = slice?.metadata?.labels?.[SERVICE_NAME_LABEL];
+    if (!slice || !name) return;
+    const owner = `${slice.metadata?.namespace ?? 'default'}/${name}`;
+    this.sliceOwner.set(key, owner);
+    let set = this.slicesByService.get(owner);
+    if (!set) this.slicesByService.set(owner, (set = new Set()));
+    set.add(key);
+  }
+
+  private refreshConfig(): void {
+    const cm = this.source.snapshot().configMap;
+    const version = cm ? JSON.stringify(cm.data ?? {}) : undefined;
+    if (version === this.configMapVersion) return;
+    this.configMapVersion = version;
+    const { config, errors } = applyConfigMap(this.defaults, cm, this.config);
+    for (const e of errors) this.log.error(`${e.object}: ${e.reason}`, { object: e.object });
+    const next = { ...config, ...this.overrides };
+    if (JSON.stringify(next) !== JSON.stringify(this.config)) {
+      this.log.info('proxy configuration changed', { scheduler: next.scheduler, schedulerFlags: next.schedulerFlags, timeouts: next.timeouts });
+      this.config = next;
+      this.allDirty = true;
+      this.needFull = true;
+    }
+  }
+
+  /** Recomputes one Service's desired state and swaps its claims; returns the kernel keys it touched. */
+  private recompute(key: string, touched: { services: Set<string>; addresses: Set<string> }): void {
+    const snap = this.source.snapshot();
+    const svc = snap.services.get(key);
+    let result: ServiceResult | undefined;
+    if (svc) {
+      const slices = [...(this.slicesByService.get(key) ?? [])].flatMap((k) => snap.endpointSlices.get(k) ?? []);
+      result = desiredForService(svc, slices, this.config);
+      const errors = result.errors;
+      const previous = JSON.stringify(this.objectErrors.get(key) ?? []);
+      if (errors.length) this.objectErrors.set(key, errors);
+      else this.objectErrors.delete(key);
+      if (JSON.stringify(errors) !== previous) {
+        for (const e of errors) this.log.error(`${e.object}: ${e.reason}`, { object: e.object, service: key });
+      }
+      if (!result.valid) {
+        // Keep what was programmed for it: a Service that became unreadable must not lose its VIP.
+        return;
+      }
+    } else {
+      this.objectErrors.delete(key);
+    }
+    const old = this.results.get(key);
+    for (const vs of old?.virtualServers ?? []) {
+      const sk = serviceKey(vs.service);
+      touched.services.add(sk);
+      if (this.claims.get(sk) === key) {
+        this.claims.delete(sk);
+        this.desired.services.delete(sk);
+      }
+    }
+    for (const a of old?.addresses ?? []) {
+      touched.addresses.add(a.address);
+      const holders = this.addressClaims.get(a.address);
+      holders?.delete(key);
+      if (holders && holders.size === 0) {
+        this.addressClaims.delete(a.address);
+        this.desired.addresses.delete(a.address);
+      }
+    }
+    if (!result) {
+      this.results.delete(key);
+      return;
+    }
+    this.results.set(key, result);
+    for (const vs of result.virtualServers) {
+      const sk = serviceKey(vs.service);
+      touched.services.add(sk);
+      const holder = this.claims.get(sk);
+      if (holder && holder !== key) {
+        this.log.error(`Service ${key}: ${sk} is already served for Service ${holder}; skipped`, { service: key });
+        continue;
+      }
+      this.claims.set(sk, key);
+      this.desired.services.set(sk, vs);
+    }
+    for (const a of result.addresses) {
+      touched.addresses.add(a.address);
+      let holders = this.addressClaims.get(a.address);
+      if (!holders) this.addressClaims.set(a.address, (holders = new Set()));
+      holders.add(key);
+      this.desired.addresses.set(a.address, a);
+    }
+  }
+
+  /**
+   * One sync. Returns 'ok' when every op was applied (or there was nothing to do), 'failed' when the
+   * kernel refused something or could not be read; failed ops are retried by the next (full) sync.
+   */
+  async sync(opts: { full?: boolean } = {}): Promise<'ok' | 'failed'> {
+    if (!this.source.synced()) return 'ok';
+    const t0 = performance.now();
+    this.refreshConfig();
+    const full = opts.full || this.needFull || !this.observed;
+    const touched = { services: new Set<string>(), addresses: new Set<string>() };
+    if (this.allDirty) {
+      for (const key of new Set([...this.results.keys(), ...this.source.snapshot().services.keys()])) this.recompute(key, touched);
+      this.allDirty = false;
+    } else {
+      for (const key of this.dirty) this.recompute(key, touched);
+    }
+    this.dirty.clear();
+
+    try {
+      if (full) {
+        await this.kernel.ensureDummyLink(this.ifname);
+        await this.syncTimeouts();
+        const [table, bound] = await Promise.all([this.kernel.dumpTable(), this.kernel.listAddresses(this.ifname)]);
+        this.observed = observedFromKernel(table, bound);
+        this.needFull = false;
+      }
+      const observed = this.observed!;
+      const ops = diff(this.desired, observed, this.ifname, full ? undefined : touched);
+      const result = ops.length ? await this.kernel.apply(ops) : { applied: 0, errors: [] };
+      applyToObserved(observed, ops, new Set(result.errors.map((e) => e.index!)));
+      for (const e of result.errors) this.log.error(e.message, { op: e.op?.kind, errno: e.code });
+      const counts: SyncReport['ops'] = {};
+      for (const op of ops) counts[op.kind] = (counts[op.kind] ?? 0) + 1;
+      this.lastReport = { full, ops: counts, written: ops.length, failed: result.errors.length, ms: performance.now() - t0 };
+      if (ops.length) this.log.info('sync', { ...this.lastReport });
+      if (result.errors.length) {
+        this.needFull = true;
+        return 'failed';
+      }
+      return 'ok';
+    } catch (err) {
+      this.needFull = true;
+      this.log.error(`sync failed: ${(err as Error).message}`, { errno: (err as { code?: string }).code });
+      return 'failed';
+    }
+  }
+
+  /** Sets the configured IPVS timeouts when the kernel's differ (0 = leave the kernel's value). */
+  private async syncTimeouts(): Promise<void> {
+    const want = this.config.timeouts;
+    if (!want.tcp && !want.tcpFin && !want.udp) return;
+    const have = await this.kernel.getTimeouts();
+    if ((want.tcp && want.tcp !== have.tcp) || (want.tcpFin && want.tcpFin !== have.tcpFin) || (want.udp && want.udp !== have.udp)) {
+      await this.kernel.setTimeouts(want);
+      this.log.info('IPVS timeouts set', { old: have, new: want });
+    }
+  }
+
+  /** The desired state as it stands (read-only view for status and tests). */
+  desiredState(): DesiredState {
+    return this.desired;
+  }
+}
