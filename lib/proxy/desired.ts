@@ -77,6 +77,10 @@ function destinationsFor(
     for (const ep of slice.endpoints ?? []) {
       // Kubernetes: a nil ready condition means ready.
       if (ep.conditions?.ready === false) continue;
+      if (!ep.addresses?.length) {
+        if (!reported.has(`${object} empty`)) errors.push({ object, reason: 'an endpoint has no addresses' });
+        reported.add(`${object} empty`);
+      }
       for (const text of ep.addresses ?? []) {
         const ip = typeof text === 'string' ? parseIp(text) : undefined;
         if (!ip || ip.family !== family) {

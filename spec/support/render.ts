@@ -1,0 +1,28 @@
+// Plain-text renderings of desired state for golden files: one line per virtual server, real server,
+// VIP and error, in a stable order, so a reviewer reads the expected kernel state as a value.
+
+import type { DesiredVirtualServer, ObjectError } from '../../lib/proxy/desired.js';
+import { destinationKey, serviceKey } from '../../lib/kernel/ids.js';
+import type { LinkAddress } from '../../lib/kernel/types.js';
+
+export function renderService(v: DesiredVirtualServer): string[] {
+  const s = v.service;
+  const opts = [s.scheduler, `flags=0x${s.flags.toString(16)}`];
+  if (s.timeout) opts.push(`timeout=${s.timeout}`);
+  opts.push(`netmask=${s.family === 4 ? '0x' + s.netmask.toString(16) : s.netmask}`);
+  if (v.keepScheduler) opts.push('keep-scheduler');
+  const lines = [`${serviceKey(s)} ${opts.join(' ')}  # ${v.owner}`];
+  for (const d of [...v.destinations].sort((a, b) => destinationKey(a).localeCompare(destinationKey(b)))) {
+    lines.push(`  -> ${destinationKey(d)} ${d.forward} w=${d.weight}`);
+  }
+  return lines;
+}
+
+export function renderDesired(vs: DesiredVirtualServer[], addresses: LinkAddress[], errors: ObjectError[]): string {
+  const lines = [
+    ...vs.flatMap(renderService),
+    ...addresses.map((a) => `VIP ${a.address}/${a.prefixLength}`),
+    ...errors.map((e) => `ERROR ${e.object}: ${e.reason}`),
+  ];
+  return lines.join('\n') + '\n';
+}
