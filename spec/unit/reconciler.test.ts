@@ -1,0 +1,193 @@
+// The reconciler against the in-memory kernel: what it writes, what it leaves alone, and how little
+// it writes when little changed.
+import { FakeKernel } from '../../lib/kernel/fake.js';
+import { FaultyKernel } from '../../lib/kernel/faulty.js';
+import { serviceKey, destinationKey } from '../../lib/kernel/ids.js';
+import type { Kernel, VirtualServer } from '../../lib/kernel/types.js';
+import { Reconciler } from '../../lib/proxy/reconciler.js';
+import { captureLogger } from '../support/logger.js';
+import { configMap, MemorySource, service, slice } from '../support/memory-source.js';
+
+const http = [{ name: 'http', port: 80 }];
+const backend = [{ name: 'http', port: 8080 }];
+
+function setup(kernel: Kernel = new FakeKernel()) {
+  const source = new MemorySource();
+  const logger = captureLogger();
+  const rec = new Reconciler({ kernel, source, logger });
+  void source.start((c) => rec.noteChanges(c));
+  return { kernel, source, logger, rec };
+}
+
+/** The fake's table as 'KEY scheduler flags -> dest:port weight' lines, sorted. */
+function dump(k: FakeKernel): string[] {
+  return k
+    .table()
+    .services.flatMap(({ service: s, destinations }) => [
+      `${serviceKey(s)} ${s.scheduler} 0x${s.flags.toString(16)} ${s.timeout}`,
+      ...destinations.map((d) => `${serviceKey(s)} -> ${destinationKey(d)} w${d.weight}`),
+    ])
+    .sort();
+}
+
+const vips = (k: FakeKernel) =>
+  k.localAddresses().filter((a) => a.ifname === 'kube-ipvs0').map((a) => `${a.address}/${a.prefixLength}`).sort();
+
+test('programs Services and EndpointSlices: VIPs on kube-ipvs0, virtual and real servers', async () => {
+  const { kernel, source, rec } = setup();
+  source.put(service('web', '10.96.0.10', http), slice('web', 'a', ['10.244.1.5', '10.244.2.6'], backend));
+  expect(await rec.sync()).toBe('ok');
+  const k = kernel as FakeKernel;
+  expect(dump(k)).toEqual([
+    'TCP/10.96.0.10:80 -> 10.244.1.5:8080 w1',
+    'TCP/10.96.0.10:80 -> 10.244.2.6:8080 w1',
+    'TCP/10.96.0.10:80 rr 0x0 0',
+  ]);
+  expect(vips(k)).toEqual(['10.96.0.10/32']);
+});
+
+test('nothing is written before the source has synced', async () => {
+  const { kernel, source, rec } = setup();
+  source.isSynced = false;
+  source.put(service('web', '10.96.0.10', http));
+  expect(await rec.sync()).toBe('ok');
+  expect((kernel as FakeKernel).counters.messages).toBe(0);
+  expect((kernel as FakeKernel).counters.reads).toBe(0);
+});
+
+test('a sync with no change writes nothing; one endpoint change writes one message and reads nothing', async () => {
+  const { kernel, source, rec } = setup();
+  const k = kernel as FakeKernel;
+  for (let i = 0; i < 50; i++) {
+    source.put(service(`s${i}`, `10.96.1.${i}`, http), slice(`s${i}`, 'a', [`10.244.${i}.1`, `10.244.${i}.2`], backend));
+  }
+  await rec.sync();
+  k.resetCounters();
+  expect(await rec.sync()).toBe('ok');
+  expect(await rec.sync({ full: true })).toBe('ok');
+  expect(k.counters.messages).toBe(0);
+
+  k.resetCounters();
+  source.put(slice('s7', 'a', ['10.244.7.1', '10.244.7.2', '10.244.7.3'], backend));
+  await rec.sync();
+  expect(k.counters.messages).toBe(1);
+  expect(k.counters.writes.addDestination).toBe(1);
+  expect(k.counters.reads).toBe(0);
+  expect(dump(k)).toContain('TCP/10.96.1.7:80 -> 10.244.7.3:8080 w1');
+});
+
+test('a ConfigMap scheduler switch updates services in place, keeping their real servers', async () => {
+  const { kernel, source, rec } = setup();
+  const k = kernel as FakeKernel;
+  source.put(service('web', '10.96.0.10', http), slice('web', 'a', ['10.244.1.5'], backend));
+  await rec.sync();
+  k.resetCounters();
+  source.put(configMap({ scheduler: 'lc' }));
+  await rec.sync();
+  expect(k.counters.writes).toMatchObject({ updateService: 1, addService: 0, deleteService: 0, addDestination: 0, deleteDestination: 0 });
+  expect(dump(k)).toContain('TCP/10.96.0.10:80 lc 0x0 0');
+  source.put(configMap({ scheduler: 'sh', schedulerFlags: 'sh-port' }));
+  await rec.sync();
+  expect(dump(k)).toContain('TCP/10.96.0.10:80 sh 0x10 0');
+});
+
+test('a bad ConfigMap scheduler is reported and the last good one stays', async () => {
+  const { kernel, source, rec, logger } = setup();
+  source.put(configMap({ scheduler: 'wlc' }), service('web', '10.96.0.10', http));
+  await rec.sync();
+  source.put(configMap({ scheduler: 'fastest' }));
+  await rec.sync();
+  expect(logger.errors().join('\n')).toMatch(/ConfigMap kube-system\/kipvs: unknown scheduler "fastest".*keeping "wlc"/);
+  expect(dump(kernel as FakeKernel)).toContain('TCP/10.96.0.10:80 wlc 0x0 0');
+});
+
+test('foreign IPVS services are never touched; stale owned ones are removed with their VIP', async () => {
+  const k = new FakeKernel();
+  const foreign: VirtualServer = { family: 4, protocol: 'TCP', address: '192.168.7.7', port: 80, fwmark: 0, scheduler: 'wrr', flags: 0, timeout: 0, netmask: 0xffffffff, peName: '' };
+  const staleVs = { ...foreign, address: '10.96.9.9', scheduler: 'rr' };
+  await k.ensureDummyLink('kube-ipvs0');
+  k.inject(
+    { kind: 'addService', service: foreign },
+    { kind: 'addDestination', service: foreign, destination: { family: 4, address: '192.168.7.8', port: 80, forward: 'droute', weight: 3, upperThreshold: 0, lowerThreshold: 0 } },
+    { kind: 'addService', service: { ...foreign, fwmark: 42 } },
+    { kind: 'addService', service: staleVs },
+    { kind: 'addAddress', ifname: 'kube-ipvs0', address: { family: 4, address: '10.96.9.9', prefixLength: 32 } },
+  );
+  const { source, rec } = setup(k);
+  source.put(service('web', '10.96.0.10', http));
+  await rec.sync();
+  expect(dump(k)).toEqual([
+    'FWM/4/42 wrr 0x0 0',
+    'TCP/10.96.0.10:80 rr 0x0 0',
+    'TCP/192.168.7.7:80 -> 192.168.7.8:80 w3',
+    'TCP/192.168.7.7:80 wrr 0x0 0',
+  ]);
+  expect(vips(k)).toEqual(['10.96.0.10/32']);
+});
+
+test('drift is repaired by the next full sync', async () => {
+  const { kernel, source, rec } = setup();
+  const k = kernel as FakeKernel;
+  source.put(service('web', '10.96.0.10', http), slice('web', 'a', ['10.244.1.5', '10.244.2.6'], backend));
+  await rec.sync();
+  const before = dump(k);
+  const vs = k.table().services[0].service;
+  k.inject(
+    { kind: 'deleteDestination', service: vs, destination: { family: 4, address: '10.244.1.5', port: 8080 } },
+    { kind: 'updateDestination', service: vs, destination: { family: 4, address: '10.244.2.6', port: 8080, forward: 'masq', weight: 9, upperThreshold: 0, lowerThreshold: 0 } },
+    { kind: 'deleteAddress', ifname: 'kube-ipvs0', address: { family: 4, address: '10.96.0.10', prefixLength: 32 } },
+  );
+  await rec.sync({ full: true });
+  expect(dump(k)).toEqual(before);
+  expect(vips(k)).toEqual(['10.96.0.10/32']);
+});
+
+test('an unknown scheduler annotation is an error naming the Service, which keeps its scheduler', async () => {
+  const { kernel, source, rec, logger } = setup();
+  const annotated = (s: string) => service('web', '10.96.0.10', http, { metadata: { name: 'web', namespace: 'default', annotations: { 'kipvs.io/scheduler': s } } });
+  source.put(annotated('lc'), service('other', '10.96.0.11', http));
+  await rec.sync();
+  source.put(annotated('bogus'));
+  expect(await rec.sync()).toBe('ok');
+  expect(logger.errors()).toContain('Service default/web: unknown scheduler "bogus" in kipvs.io/scheduler; keeping the current scheduler');
+  expect(dump(kernel as FakeKernel)).toEqual(['TCP/10.96.0.10:80 lc 0x0 0', 'TCP/10.96.0.11:80 rr 0x0 0']);
+});
+
+test('a Service that turns malformed keeps what was programmed for it; others still sync', async () => {
+  const { kernel, source, rec, logger } = setup();
+  source.put(service('web', '10.96.0.10', http), slice('web', 'a', ['10.244.1.5'], backend));
+  await rec.sync();
+  source.put(service('web', 'garbage', http), service('new', '10.96.0.12', http));
+  expect(await rec.sync()).toBe('ok');
+  expect(logger.errors()).toContain('Service default/web: clusterIP "garbage" is not a valid IP address');
+  expect(dump(kernel as FakeKernel)).toEqual(['TCP/10.96.0.10:80 -> 10.244.1.5:8080 w1', 'TCP/10.96.0.10:80 rr 0x0 0', 'TCP/10.96.0.12:80 rr 0x0 0']);
+  source.delete(service('web', 'garbage', http));
+  await rec.sync();
+  expect(dump(kernel as FakeKernel)).toEqual(['TCP/10.96.0.12:80 rr 0x0 0']);
+  expect(vips(kernel as FakeKernel)).toEqual(['10.96.0.12/32']);
+});
+
+test('kernel faults fail the sync; once they stop, the next sync converges', async () => {
+  const fake = new FakeKernel();
+  const faulty = new FaultyKernel(fake, { rate: 0.3, errnos: ['EBUSY', 'ENOMEM', 'EINVAL'], seed: 7 });
+  const { source, rec, logger } = setup(faulty);
+  for (let i = 0; i < 30; i++) source.put(service(`s${i}`, `10.96.2.${i}`, http), slice(`s${i}`, 'a', [`10.244.${i}.1`], backend));
+  expect(await rec.sync()).toBe('failed');
+  expect(logger.errors().some((e) => /EBUSY|ENOMEM|EINVAL/.test(e))).toBe(true);
+  faulty.setFaultRate(0);
+  expect(await rec.sync()).toBe('ok');
+  expect(dump(fake)).toHaveLength(60);
+  expect(vips(fake)).toHaveLength(30);
+});
+
+test('a restarted agent adopts the kernel state and writes nothing', async () => {
+  const k = new FakeKernel();
+  const first = setup(k);
+  first.source.put(service('web', '10.96.0.10', http), slice('web', 'a', ['10.244.1.5'], backend), configMap({ scheduler: 'wlc' }));
+  await first.rec.sync();
+  k.resetCounters();
+  const second = setup(k);
+  second.source.put(service('web', '10.96.0.10', http), slice('web', 'a', ['10.244.1.5'], backend), configMap({ scheduler: 'wlc' }));
+  expect(await second.rec.sync()).toBe('ok');
+  expect(k.counters.messages).toBe(0);
+});
