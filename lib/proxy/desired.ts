@@ -47,12 +47,16 @@ const PROTOCOLS: readonly string[] = ['TCP', 'UDP', 'SCTP'];
 export const objectKey = (o: { metadata?: { namespace?: string; name?: string } }) =>
   `${o.metadata?.namespace ?? 'default'}/${o.metadata?.name ?? ''}`;
 
+const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+/**
+ * An IP as Kubernetes writes it → family and canonical text; undefined for anything else (including
+ * the short or octal IPv4 forms inet_aton would accept). Dotted quads, the hot path, skip the parser.
+ */
 function parseIp(text: string): { family: Family; address: string } | undefined {
-  if (!ipaddr.isValid(text)) return undefined;
-  // Kubernetes IPs are written canonically; ipaddr.isValid also accepts '10' or octal forms, reject those.
-  const addr = ipaddr.parse(text);
-  if (addr.kind() === 'ipv4' && !ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;
-  return { family: addr.kind() === 'ipv4' ? 4 : 6, address: addr.toString() };
+  if (IPV4.test(text)) return { family: 4, address: text };
+  if (!text.includes(':') || !ipaddr.IPv6.isValid(text)) return undefined;
+  return { family: 6, address: ipaddr.IPv6.parse(text).toString() };
 }
 
 /** Ready endpoints of `slices` for the Service port named `portName`, collapsed by address:port. */

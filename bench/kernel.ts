@@ -1,0 +1,91 @@
+// Real-kernel benchmark (runs inside vm/run): program N services × M destinations from empty with our
+// batched client and with `ipvsadm -R` of the same rules, check both tables are identical, and time a
+// full dump against `ipvsadm -Ln`. Prints figures and ratios; one run, so ratios compare like with like.
+// Usage: node build/bench/kernel.js [services=1000] [destinations=10]
+
+import { execFileSync, execSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { NetlinkKernel } from '../lib/kernel/netlink.js';
+import type { KernelOp, VirtualServer } from '../lib/kernel/types.js';
+
+const [nServices = 1000, nDests = 10] = process.argv.slice(2).map(Number);
+const vip = (i: number) => `10.96.${i >> 8}.${i & 0xff}`;
+const rip = (i: number, j: number) => `10.${128 + (i >> 8)}.${i & 0xff}.${j + 1}`;
+
+function ops(): KernelOp[] {
+  const out: KernelOp[] = [];
+  for (let i = 0; i < nServices; i++) {
+    const service: VirtualServer = { family: 4, protocol: 'TCP', address: vip(i), port: 80, fwmark: 0, scheduler: 'rr', flags: 0, timeout: 0, netmask: 0xffffffff, peName: '' };
+    out.push({ kind: 'addService', service });
+    for (let j = 0; j < nDests; j++) {
+      out.push({ kind: 'addDestination', service, destination: { family: 4, address: rip(i, j), port: 8080, forward: 'masq', weight: 1, upperThreshold: 0, lowerThreshold: 0 } });
+    }
+  }
+  return out;
+}
+
+function rules(): string {
+  const lines: string[] = [];
+  for (let i = 0; i < nServices; i++) {
+    lines.push(`-A -t ${vip(i)}:80 -s rr`);
+    for (let j = 0; j < nDests; j++) lines.push(`-a -t ${vip(i)}:80 -r ${rip(i, j)}:8080 -m -w 1`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+const saved = () => execSync('ipvsadm -Sn', { maxBuffer: 1 << 28, encoding: 'utf8' }).split('\n').sort().join('\n');
+
+async function main() {
+  const kernel = await NetlinkKernel.open();
+  const list = ops();
+  const file = '/tmp/kipvs-bench.rules';
+  writeFileSync(file, rules());
+  const rounds: Array<{ ours: number; ipvsadm: number; dumpOurs: number; dumpIpvsadm: number }> = [];
+  let identical = true;
+  for (let round = 0; round < 2; round++) {
+    execFileSync('ipvsadm', ['-C']);
+    let t0 = process.hrtime.bigint();
+    const r = await kernel.apply(list);
+    const ours = ms(t0);
+    if (r.errors.length) throw new Error(`our batch had ${r.errors.length} errors, first: ${r.errors[0].message}`);
+    t0 = process.hrtime.bigint();
+    const table = await kernel.dumpTable();
+    const dumpOurs = ms(t0);
+    const entries = table.services.length + table.services.reduce((n, s) => n + s.destinations.length, 0);
+    if (entries !== nServices * (nDests + 1)) throw new Error(`dump returned ${entries} entries`);
+    t0 = process.hrtime.bigint();
+    execSync('ipvsadm -Ln > /dev/null');
+    const dumpIpvsadm = ms(t0);
+    const mine = saved();
+
+    execFileSync('ipvsadm', ['-C']);
+    t0 = process.hrtime.bigint();
+    execSync(`ipvsadm -R < ${file}`);
+    const ipvsadm = ms(t0);
+    identical &&= saved() === mine;
+    rounds.push({ ours, ipvsadm, dumpOurs, dumpIpvsadm });
+  }
+  execFileSync('ipvsadm', ['-C']);
+  await kernel.close();
+
+  const best = (k: keyof (typeof rounds)[0]) => Math.min(...rounds.map((r) => r[k]));
+  const n = list.length;
+  console.log(`kernel bench on Linux ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()} (${process.env.KIPVS_KERNEL_MODE ?? 'host'})`);
+  console.log(`  program ${nServices} services x ${nDests} destinations (${n} ops) from empty, best of ${rounds.length}:`);
+  console.log(`    kipvs batched netlink : ${best('ours').toFixed(0)} ms  (${((n / best('ours')) * 1000).toFixed(0)} ops/s)`);
+  console.log(`    ipvsadm -R            : ${best('ipvsadm').toFixed(0)} ms`);
+  console.log(`    ratio kipvs/ipvsadm   : ${(best('ours') / best('ipvsadm')).toFixed(2)}x  (target <= 0.70x)`);
+  console.log(`    tables identical (ipvsadm -Sn): ${identical}`);
+  console.log(`  dump of all ${n} entries:`);
+  console.log(`    kipvs dumpTable       : ${best('dumpOurs').toFixed(0)} ms`);
+  console.log(`    ipvsadm -Ln           : ${best('dumpIpvsadm').toFixed(0)} ms`);
+  console.log(`    ratio kipvs/ipvsadm   : ${(best('dumpOurs') / best('dumpIpvsadm')).toFixed(2)}x`);
+  console.log(`  rounds: ${JSON.stringify(rounds.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Math.round(v)]))))}`);
+  if (!identical) process.exitCode = 1;
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
