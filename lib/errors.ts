@@ -4,9 +4,9 @@
 import { constants as osConstants } from 'node:os';
 import type { KernelOp } from './kernel/types.js';
 
-const errnoNames = new Map<number, string>(
-  Object.entries(osConstants.errno).map(([name, value]) => [value, name]),
-);
+const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([name, value]) => [value, name]));
+// Aliases share a number: name them as Linux's errno.h does.
+for (const name of ['EAGAIN', 'EOPNOTSUPP', 'EDEADLK'] as const) errnoNames.set(osConstants.errno[name], name);
 
 export function errnoCode(errno: number): string {
   return errnoNames.get(Math.abs(errno)) ?? `E${Math.abs(errno)}`;

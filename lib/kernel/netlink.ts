@@ -100,7 +100,8 @@ export class NetlinkKernel implements Kernel {
         reqs.push(encode(ops[i]));
         index.push(i);
       } catch (err) {
-        found.push(new KernelError(22 /* EINVAL */, `${describeOp(ops[i])}: ${(err as Error).message}`, ops[i], i));
+        const errno = err instanceof KernelError ? err.errno : 22; /* EINVAL: a value that cannot be encoded */
+        found.push(new KernelError(errno, `${describeOp(ops[i])}: ${(err as Error).message}`, ops[i], i));
       }
     }
     const errnos = await send(reqs);
