@@ -232,7 +232,9 @@ describe('SyncRunner', () => {
           await clock.advance(s.wait);
         }
         await clock.advance(5 * opts.maxInterval);
-        await runner.stop();
+        const stopping = runner.stop();
+        await clock.advance(300); // lets a sync still in flight finish
+        await stopping;
         for (let i = 1; i < syncs.length; i++) {
           const gap = syncs[i]!.start - syncs[i - 1]!.end;
           expect(gap).toBeGreaterThanOrEqual(opts.minInterval);
