@@ -61,6 +61,18 @@ export function serviceIdAttrs(s: ServiceId): AttrRecord {
   return { af, protocol: protocolNumber(s.protocol), addr: encodeAddress(s.family, s.address), port: s.port };
 }
 
+/**
+ * IPVS_SVC_ATTR_NETMASK is a u32 attribute, but for IPv4 it carries the mask in network byte order
+ * (ipvsadm puts inet_aton's s_addr there; the kernel compares it with addresses as __be32). For IPv6
+ * it is the prefix length in host order. kipvs keeps an IPv4 mask as a plain number, 0xffffff00 = /24.
+ */
+function netmaskWire(family: Family, netmask: number): number {
+  if (family === 6) return netmask;
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(netmask >>> 0);
+  return b.readUInt32LE(0);
+}
+
 /** Everything NEW/SET_SERVICE needs (the kernel answers EINVAL without sched, flags, timeout, netmask). */
 export function serviceAttrs(s: VirtualServer): AttrRecord {
   const flags: FlagsValue = { flags: s.flags & ~SvcFlag.HASHED, mask: 0xffffffff };
@@ -69,7 +81,7 @@ export function serviceAttrs(s: VirtualServer): AttrRecord {
     schedName: s.scheduler,
     flags,
     timeout: s.timeout,
-    netmask: s.netmask,
+    netmask: netmaskWire(s.family, s.netmask),
     ...(s.peName ? { peName: s.peName } : {}),
   };
 }
@@ -111,7 +123,7 @@ export function decodeService(rec: AttrRecord): VirtualServerStatus {
     scheduler: (rec.schedName as string | undefined) ?? '',
     flags: (flags?.flags ?? 0) & ~SvcFlag.HASHED,
     timeout: (rec.timeout as number | undefined) ?? 0,
-    netmask: (rec.netmask as number | undefined) ?? 0,
+    netmask: netmaskWire(family, (rec.netmask as number | undefined) ?? 0),
     peName: (rec.peName as string | undefined) ?? '',
     stats: decodeStats(rec),
   };

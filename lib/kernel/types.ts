@@ -2,7 +2,7 @@
 // Three implementations sit behind it: the real netlink adapter (kernel/netlink.ts), an in-memory
 // fake that answers with the kernel's errnos (kernel/fake.ts) and a faulty wrapper (kernel/faulty.ts).
 // Values are normalised the way the kernel reports them: canonical address strings, scheduler flags
-// without IP_VS_SVC_F_HASHED, netmask as a u32 (0xffffffff for IPv4, prefix length 128 for IPv6).
+// without IP_VS_SVC_F_HASHED, netmask as an IPv4 mask number (0xffffffff) or an IPv6 prefix length (128).
 
 import type { KernelError } from '../errors.js';
 
@@ -29,7 +29,7 @@ export interface VirtualServer extends ServiceId {
   flags: number;
   /** Persistence timeout in seconds (meaningful with the PERSISTENT flag). */
   timeout: number;
-  /** u32 as the kernel keeps it: 0xffffffff for IPv4 /32, 128 for IPv6 /128. */
+  /** Persistence granularity: IPv4 a mask as a number (0xffffffff = /32, 0xffffff00 = /24); IPv6 a prefix length (128). */
   netmask: number;
   /** Persistence engine name, e.g. 'sip'; '' when none. */
   peName: string;

@@ -57,6 +57,13 @@ describe('wire layout', () => {
     expect(hex(bytes)).toBe('0c000700' + '09000000' + 'ffffffff');
   });
 
+  test('an IPv4 NETMASK travels in network byte order (as ipvsadm -M writes it), an IPv6 one as a prefix length', () => {
+    const v4 = encodeAttrs(ServiceAttrs, { netmask: serviceAttrs(vs({ netmask: 0xffffff00 })).netmask });
+    expect(hex(v4)).toBe('08000900' + 'ffffff00');
+    const v6 = encodeAttrs(ServiceAttrs, { netmask: serviceAttrs(vs({ family: 6, address: 'fd00::1', netmask: 64 })).netmask });
+    expect(hex(v6)).toBe('08000900' + '40000000');
+  });
+
   test('nested SERVICE carries NLA_F_NESTED and the inner attributes', () => {
     const bytes = encodeAttrs(CmdAttrs, { service: { fwmark: 7 } });
     expect(bytes.readUInt16LE(2)).toBe(0x8001);
@@ -88,6 +95,7 @@ describe('round trips through the tables', () => {
     vs({ protocol: 'UDP', port: 53, scheduler: 'lc' }),
     vs({ family: 6, protocol: 'SCTP', address: 'fd00:10:96::a', port: 3868, netmask: 128 }),
     vs({ scheduler: 'sh', flags: 0x1 | 0x8 | 0x10, timeout: 10800 }),
+    vs({ flags: 0x1, timeout: 300, netmask: 0xffff0000 }),
     vs({ scheduler: 'mh', flags: 0x10, peName: 'sip', protocol: 'UDP', port: 5060 }),
   ];
   test.each(services.map((s) => [`${s.protocol} ${s.address}:${s.port} ${s.scheduler}`, s]))('service %s', (_n, s) => {
