@@ -6,11 +6,11 @@ import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import ipaddr from 'ipaddr.js';
 import { hostNetmask } from '../kernel/ids.js';
 import type { Destination, Family, LinkAddress, Protocol, VirtualServer } from '../kernel/types.js';
+import { SERVICE_NAME_LABEL } from '../sources/types.js';
 import { isScheduler, schedulerFlagBits, splitList, type ProxyConfig } from './config.js';
 
 export const ANNOTATION_SCHEDULER = 'kipvs.io/scheduler';
 export const ANNOTATION_SCHEDULER_FLAGS = 'kipvs.io/scheduler-flags';
-export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 const DEFAULT_AFFINITY_TIMEOUT = 10800;
 const MAX_AFFINITY_TIMEOUT = 86400;
 const PERSISTENT = 0x1;

@@ -7,19 +7,13 @@
 import type { V1EndpointSlice } from '@kubernetes/client-node';
 import { serviceKey } from '../kernel/ids.js';
 import type { Kernel, KernelOp } from '../kernel/types.js';
-import type { Change, Source } from '../sources/types.js';
+import type { Logger } from '../log.js';
+import { SERVICE_NAME_LABEL, type Change, type Source } from '../sources/types.js';
 import { applyConfigMap, DEFAULT_CONFIG, type ProxyConfig } from './config.js';
-import { desiredForService, SERVICE_NAME_LABEL, type ObjectError, type ServiceResult } from './desired.js';
+import { desiredForService, type ObjectError, type ServiceResult } from './desired.js';
 import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
 
 export const DUMMY_LINK = 'kube-ipvs0';
-
-export interface Logger {
-  debug(msg: string, meta?: Record<string, unknown>): void;
-  info(msg: string, meta?: Record<string, unknown>): void;
-  warn(msg: string, meta?: Record<string, unknown>): void;
-  error(msg: string, meta?: Record<string, unknown>): void;
-}
 
 export interface SyncReport {
   full: boolean;

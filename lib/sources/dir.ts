@@ -13,9 +13,8 @@ import { extname, join } from 'node:path';
 import type { V1ConfigMap, V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { ObjectSerializer } from '@kubernetes/client-node/dist/gen/models/ObjectSerializer.js';
 import { loadAll } from 'js-yaml';
-import type { Change, ObjectKind, Snapshot, Source, SourceError } from './types.js';
+import { SERVICE_NAME_LABEL, type Change, type ObjectKind, type Snapshot, type Source, type SourceError } from './types.js';
 
-const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 /** The kinds kept: apiVersion when a manifest leaves it out, and the client model type. */
 const KINDS: Record<ObjectKind, { apiVersion: string; model: string }> = {

@@ -13,15 +13,9 @@ import {
 } from '@kubernetes/client-node';
 import { ObjectSerializer } from '@kubernetes/client-node/dist/gen/models/ObjectSerializer.js';
 import { isDeepStrictEqual } from 'node:util';
+import type { Logger } from '../log.js';
 import type { Change, ObjectKind, Snapshot, Source, SourceError } from './types.js';
-
-/** The logging the source needs; a winston Logger fits. */
-export interface Logger {
-  error(msg: string, meta?: Record<string, unknown>): void;
-  warn(msg: string, meta?: Record<string, unknown>): void;
-  info(msg: string, meta?: Record<string, unknown>): void;
-  debug(msg: string, meta?: Record<string, unknown>): void;
-}
+import { SERVICE_NAME_LABEL } from './types.js';
 
 export interface Backoff {
   /** First retry delay (default 1000 ms); doubles per consecutive failure. */
@@ -49,7 +43,6 @@ export interface KubeSourceOptions {
   watchIdleMs?: number;
 }
 
-const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 /** The kinds whose first list gates synced(), as in kube-proxy. */
 const GATING = new Set<ObjectKind>(['Service', 'EndpointSlice']);
 

@@ -4,6 +4,9 @@
 
 import type { V1ConfigMap, V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 
+/** The label an EndpointSlice names its Service by. */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
 export type ObjectKind = 'Service' | 'EndpointSlice' | 'Node' | 'ConfigMap';
 
 /** A change to one object. For EndpointSlices, `service` is the owning service's namespace/name. */

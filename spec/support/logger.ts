@@ -1,5 +1,5 @@
 // A logger that records instead of printing, so tests can assert what an operator would read.
-import type { Logger } from '../../lib/proxy/reconciler.js';
+import type { Logger } from '../../lib/log.js';
 
 export interface Captured {
   level: 'debug' | 'info' | 'warn' | 'error';

@@ -3,7 +3,8 @@
 
 import type { V1ConfigMap, V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import type { Change, Snapshot, Source } from '../../lib/sources/types.js';
-import { objectKey, SERVICE_NAME_LABEL } from '../../lib/proxy/desired.js';
+import { objectKey } from '../../lib/proxy/desired.js';
+import { SERVICE_NAME_LABEL } from '../../lib/sources/types.js';
 
 type Obj = V1Service | V1EndpointSlice | V1ConfigMap | V1Node;
 

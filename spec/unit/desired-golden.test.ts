@@ -3,7 +3,8 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadAllYaml, type V1EndpointSlice, type V1Service } from '@kubernetes/client-node';
 import { DEFAULT_CONFIG } from '../../lib/proxy/config.js';
-import { desiredForService, objectKey, SERVICE_NAME_LABEL } from '../../lib/proxy/desired.js';
+import { desiredForService, objectKey } from '../../lib/proxy/desired.js';
+import { SERVICE_NAME_LABEL } from '../../lib/sources/types.js';
 import { renderDesired } from '../support/render.js';
 
 const DIR = 'spec/fixtures/desired';

@@ -4,7 +4,8 @@
 import winston from 'winston';
 import { TestApiServer, type ApiServerOptions } from '../support/apiserver.js';
 import { configMap, endpointSlice, node, recordingLogger, service, waitFor, type LogEntry } from '../support/kube-fixtures.js';
-import { backoffDelay, KubeSource, type KubeSourceOptions, type Logger } from '../../lib/sources/kube.js';
+import { backoffDelay, KubeSource, type KubeSourceOptions } from '../../lib/sources/kube.js';
+import type { Logger } from '../../lib/log.js';
 import type { Change, SourceError } from '../../lib/sources/types.js';
 
 const NODE = 'node-1';
