@@ -1,0 +1,104 @@
+// The node agent: wires a Source (API server or directory), the real Kernel in the target network
+// namespace, the Reconciler and the one SyncRunner together. Changes request a partial sync; the
+// runner's periodic sync and every retry are full syncs (one kernel dump, everything diffed).
+// Stopping never flushes anything: what is programmed keeps serving while the agent is away.
+
+import { KubeConfig } from '@kubernetes/client-node';
+import { hostname } from 'node:os';
+import { NetlinkKernel } from './kernel/netlink.js';
+import type { Kernel } from './kernel/types.js';
+import type { Logger } from './log.js';
+import type { ProxyConfig } from './proxy/config.js';
+import { Reconciler } from './proxy/reconciler.js';
+import { SyncRunner } from './proxy/runner.js';
+import { DirSource } from './sources/dir.js';
+import { KubeSource } from './sources/kube.js';
+import type { Source } from './sources/types.js';
+
+export interface AgentOptions {
+  /** 'kube' (the API server from kubeconfig or in-cluster) or 'dir:PATH'. */
+  source: string;
+  kubeconfig?: string;
+  nodeName?: string;
+  /** namespace/name of the agent's ConfigMap. */
+  configMap: string;
+  netns?: string;
+  /** Config flags: win over the ConfigMap, which wins over the defaults. */
+  overrides: Partial<ProxyConfig>;
+  syncPeriodMs: number;
+  minSyncPeriodMs: number;
+  logger: Logger;
+  /** For tests: a kernel to use instead of opening one. */
+  kernel?: Kernel;
+}
+
+export interface Agent {
+  reconciler: Reconciler;
+  runner: SyncRunner;
+  source: Source;
+  kernel: Kernel;
+  /** Resolves once Services and EndpointSlices are listed and the first sync has run. */
+  ready: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function splitName(text: string): { namespace: string; name: string } {
+  const [a, b] = text.split('/');
+  return b === undefined ? { namespace: 'default', name: a } : { namespace: a, name: b };
+}
+
+function makeSource(o: AgentOptions, nodeName: string): Source {
+  const cm = splitName(o.configMap);
+  if (o.source.startsWith('dir:')) {
+    return new DirSource(o.source.slice(4), { nodeName, configMap: `${cm.namespace}/${cm.name}` });
+  }
+  if (o.source !== 'kube') throw new Error(`--source must be "kube" or "dir:PATH", not "${o.source}"`);
+  const kubeConfig = new KubeConfig();
+  if (o.kubeconfig) kubeConfig.loadFromFile(o.kubeconfig);
+  else kubeConfig.loadFromDefault();
+  return new KubeSource({ kubeConfig, nodeName, configMap: cm, logger: o.logger });
+}
+
+export async function startAgent(o: AgentOptions): Promise<Agent> {
+  const log = o.logger;
+  const nodeName = o.nodeName ?? hostname();
+  const kernel = o.kernel ?? (await NetlinkKernel.open(o.netns));
+  const info = await kernel.ipvsInfo();
+  log.info('kernel IPVS ready', { version: info.version, connTabSize: info.connTabSize, netns: o.netns ?? 'current' });
+  const source = makeSource(o, nodeName);
+  const reconciler = new Reconciler({ kernel, source, logger: log, overrides: o.overrides });
+  let firstSync: () => void = () => {};
+  const synced = new Promise<void>((resolve) => (firstSync = resolve));
+  const runner = new SyncRunner(async (reason) => {
+    const result = await reconciler.sync({ full: reason !== 'requested' });
+    firstSync();
+    return result;
+  }, {
+    minInterval: o.minSyncPeriodMs,
+    maxInterval: o.syncPeriodMs,
+  });
+  const ready = (async () => {
+    await source.start(
+      (changes) => {
+        reconciler.noteChanges(changes);
+        if (source.synced()) runner.run();
+      },
+      (err) => log.error(`${err.object}: ${err.reason}`, { object: err.object }),
+    );
+    log.info('sources synced; programming the kernel', { node: nodeName });
+    runner.run();
+    await synced;
+  })();
+  return {
+    reconciler,
+    runner,
+    source,
+    kernel,
+    ready,
+    async stop() {
+      await runner.stop();
+      await source.stop();
+      await kernel.close();
+    },
+  };
+}

@@ -1,0 +1,157 @@
+#!/usr/bin/env node
+// The kipvs command line: `kipvs agent` runs the node agent. Flags keep kube-proxy's names where the
+// meaning is the same. A bad flag or value is one clear line on stderr and exit code 2.
+
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startAgent } from './agent.js';
+import { KernelSupportError } from './errors.js';
+import { createLogger } from './log.js';
+import { isScheduler, parseSeconds, schedulerFlagBits, SCHEDULERS, splitList, type ProxyConfig } from './proxy/config.js';
+
+const AGENT_FLAGS = {
+  source: { type: 'string', default: 'kube', help: 'where Services/EndpointSlices come from: "kube" (API server) or "dir:PATH" (YAML files)' },
+  kubeconfig: { type: 'string', help: 'kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)' },
+  'hostname-override': { type: 'string', help: "this node's name (default: the host name)" },
+  'config-map': { type: 'string', default: 'kube-system/kipvs', help: 'namespace/name of the ConfigMap with scheduler and timeouts (hot-reloaded)' },
+  netns: { type: 'string', help: 'network namespace to program, e.g. /var/run/netns/NAME or /proc/PID/ns/net' },
+  'ipvs-scheduler': { type: 'string', help: `default IPVS scheduler, overriding the ConfigMap (${SCHEDULERS.join(' ')})` },
+  'ipvs-scheduler-flags': { type: 'string', help: 'flags for the default scheduler: sh-fallback,sh-port,mh-fallback,mh-port' },
+  'ipvs-sync-period': { type: 'string', default: '30s', help: 'full resync period: one kernel dump, everything diffed' },
+  'ipvs-min-sync-period': { type: 'string', default: '1s', help: 'least time between two syncs' },
+  'ipvs-tcp-timeout': { type: 'string', help: 'IPVS TCP timeout (e.g. 900s); 0 leaves the kernel value' },
+  'ipvs-tcpfin-timeout': { type: 'string', help: 'IPVS TCP FIN_WAIT timeout' },
+  'ipvs-udp-timeout': { type: 'string', help: 'IPVS UDP timeout' },
+  v: { type: 'string', default: '0', help: 'log verbosity (0-1 info, 2+ debug)' },
+  help: { type: 'boolean', short: 'h', help: 'show this help' },
+} as const;
+
+class UsageError extends Error {}
+
+function usage(): string {
+  const lines = ['Usage: kipvs agent [flags]', '', 'Runs the node agent: watches Services and EndpointSlices and programs IPVS.', '', 'Flags:'];
+  for (const [name, f] of Object.entries(AGENT_FLAGS)) {
+    const def = 'default' in f ? ` (default ${f.default})` : '';
+    lines.push(`  --${name.padEnd(22)} ${f.help}${def}`);
+  }
+  return lines.join('\n');
+}
+
+/** Go-style durations as kube-proxy takes them: 30s, 1m30s, 500ms, 2h. → milliseconds. */
+export function parseDuration(text: string, flag: string): number {
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+  let total = 0;
+  let consumed = 0;
+  for (const m of text.matchAll(re)) {
+    total += Number(m[1]) * { ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+    consumed += m[0].length;
+  }
+  if (!text || consumed !== text.length) throw new UsageError(`--${flag}: "${text}" is not a duration (e.g. 30s, 1m30s, 500ms)`);
+  return total;
+}
+
+export function agentOptions(argv: string[]) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: AGENT_FLAGS as never, strict: true, allowPositionals: false });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values as Record<string, string | boolean | undefined>;
+  const str = (k: string) => v[k] as string | undefined;
+  const overrides: Partial<ProxyConfig> = {};
+  const scheduler = str('ipvs-scheduler');
+  if (scheduler !== undefined) {
+    if (!isScheduler(scheduler)) throw new UsageError(`--ipvs-scheduler: unknown scheduler "${scheduler}" (known: ${SCHEDULERS.join(' ')})`);
+    overrides.scheduler = scheduler;
+    overrides.schedulerFlags = [];
+  }
+  if (str('ipvs-scheduler-flags') !== undefined) {
+    const flags = splitList(str('ipvs-scheduler-flags')!);
+    try {
+      schedulerFlagBits(scheduler ?? 'sh', flags);
+    } catch (err) {
+      throw new UsageError(`--ipvs-scheduler-flags: ${(err as Error).message}`);
+    }
+    overrides.schedulerFlags = flags;
+  }
+  const timeout = (flag: string) => {
+    const t = str(flag);
+    if (t === undefined) return 0;
+    try {
+      return parseSeconds(t);
+    } catch (err) {
+      throw new UsageError(`--${flag}: ${(err as Error).message}`);
+    }
+  };
+  const timeouts = { tcp: timeout('ipvs-tcp-timeout'), tcpFin: timeout('ipvs-tcpfin-timeout'), udp: timeout('ipvs-udp-timeout') };
+  if (timeouts.tcp || timeouts.tcpFin || timeouts.udp) overrides.timeouts = timeouts;
+  const verbosity = Number(str('v'));
+  if (!Number.isInteger(verbosity) || verbosity < 0) throw new UsageError(`--v: "${str('v')}" is not a verbosity level`);
+  const source = str('source')!;
+  if (source !== 'kube' && !/^dir:.+/.test(source)) throw new UsageError(`--source: must be "kube" or "dir:PATH", not "${source}"`);
+  return {
+    help: v.help === true,
+    verbosity,
+    source,
+    kubeconfig: str('kubeconfig'),
+    nodeName: str('hostname-override'),
+    configMap: str('config-map')!,
+    netns: str('netns'),
+    overrides,
+    syncPeriodMs: parseDuration(str('ipvs-sync-period')!, 'ipvs-sync-period'),
+    minSyncPeriodMs: parseDuration(str('ipvs-min-sync-period')!, 'ipvs-min-sync-period'),
+  };
+}
+
+async function agent(argv: string[]): Promise<void> {
+  const o = agentOptions(argv);
+  if (o.help) return void console.log(usage());
+  const logger = createLogger(o.verbosity);
+  const a = await startAgent({ ...o, logger });
+  const stop = async (signal: string) => {
+    logger.info(`${signal}: stopping; the kernel state is left as it is`);
+    await a.stop();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+  await a.ready;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'agent':
+        await agent(rest);
+        return -1; // keeps running
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        console.log(`kipvs — Kubernetes services in IPVS mode\n\nCommands:\n  agent    run the node agent (kipvs agent --help)\n`);
+        return 0;
+      default:
+        throw new UsageError(`unknown command "${cmd}" (commands: agent)`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`kipvs: ${err.message}`);
+      return 2;
+    }
+    if (err instanceof KernelSupportError) {
+      console.error(`kipvs: ${err.message}`);
+      return 1;
+    }
+    console.error(`kipvs: ${(err as Error).stack ?? err}`);
+    return 1;
+  }
+}
+
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then((code) => {
+    if (code >= 0) process.exit(code);
+  });
+}
