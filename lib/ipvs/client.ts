@@ -34,11 +34,20 @@ function genlPayload(cmd: number, version: number, attrs: Buffer): Buffer {
   return Buffer.concat([hdr, attrs]);
 }
 
+/** Sockets that dump in parallel: a socket runs one dump at a time, and a full sync dumps every service. */
+const DUMP_SOCKETS = 4;
+
 export class IpvsClient {
+  private readonly dumpers: NetlinkChannel[];
+  private nextDumper = 0;
+
   private constructor(
     private readonly chan: NetlinkChannel,
     readonly familyId: number,
-  ) {}
+    netns?: string,
+  ) {
+    this.dumpers = [chan, ...Array.from({ length: DUMP_SOCKETS - 1 }, () => new NetlinkChannel(NetlinkProtocol.GENERIC, netns))];
+  }
 
   /** Opens a generic netlink socket (in `netns` when given) and resolves the IPVS family. */
   static async open(netns?: string): Promise<IpvsClient> {
@@ -47,7 +56,7 @@ export class IpvsClient {
       const payload = genlPayload(CTRL_CMD_GETFAMILY, 1, encodeAttrs(CtrlAttrs, { familyName: IPVS_GENL_NAME }));
       const [reply] = await chan.request({ type: GENL_ID_CTRL, payload });
       const attrs = decodeAttrs(CtrlAttrs, reply.data.subarray(4));
-      return new IpvsClient(chan, attrs.familyId as number);
+      return new IpvsClient(chan, attrs.familyId as number, netns);
     } catch (err) {
       chan.close();
       if (err instanceof NetlinkErrno && err.errno === 2 /* ENOENT */) {
@@ -65,7 +74,7 @@ export class IpvsClient {
 
   private async call(what: string, req: NlRequest, dump = false, table: AttrTable = CmdAttrs): Promise<AttrRecord[]> {
     try {
-      const msgs = dump ? await this.chan.dump(req) : await this.chan.request(req);
+      const msgs = dump ? await this.dumper().dump(req) : await this.chan.request(req);
       return msgs.map((m) => decodeAttrs(table, m.data.subarray(4)));
     } catch (err) {
       if (err instanceof NetlinkErrno) throw new KernelError(err.errno, what);
@@ -136,6 +145,11 @@ export class IpvsClient {
   }
 
   close(): void {
-    this.chan.close();
+    for (const c of this.dumpers) c.close();
+  }
+
+  private dumper(): NetlinkChannel {
+    this.nextDumper = (this.nextDumper + 1) % this.dumpers.length;
+    return this.dumpers[this.nextDumper];
   }
 }

@@ -39,7 +39,15 @@ export function protocolName(n: number): Protocol {
 }
 
 /** The 16-byte union nf_inet_addr: IPv4 in the first four bytes, zero padded. */
+const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
 export function encodeAddress(family: Family, address: string): Buffer {
+  const quad = family === 4 ? DOTTED_QUAD.exec(address) : null;
+  if (quad && quad.slice(1).every((o) => Number(o) <= 255)) {
+    const out = Buffer.alloc(16); // the hot path: every destination op carries two addresses
+    for (let i = 0; i < 4; i++) out[i] = Number(quad[i + 1]);
+    return out;
+  }
   const addr = ipaddr.parse(address);
   if ((addr.kind() === 'ipv4') !== (family === 4)) throw new Error(`address ${address} is not IPv${family}`);
   const out = Buffer.alloc(16);
@@ -49,7 +57,8 @@ export function encodeAddress(family: Family, address: string): Buffer {
 
 export function decodeAddress(family: Family, bytes: Buffer | undefined): string {
   if (!bytes) return family === 4 ? '0.0.0.0' : '::';
-  return ipaddr.fromByteArray([...bytes.subarray(0, family === 4 ? 4 : 16)]).toString();
+  if (family === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`; // the hot path of every dump
+  return ipaddr.fromByteArray([...bytes.subarray(0, 16)]).toString();
 }
 
 const forwardNames = Object.fromEntries(Object.entries(FwdMethod).map(([k, v]) => [v, k])) as Record<number, ForwardMethod>;

@@ -41,104 +41,123 @@ export function defineTable(name: string, rows: ReadonlyArray<readonly [string, 
   return { name, rows: list, byId: new Map(list.map((r) => [r.id, r])) };
 }
 
-function encodeValue(row: AttrRow, value: AttrValue): Buffer {
-  switch (row.type) {
-    case 'u8':
-      return Buffer.from([value as number]);
-    case 'u16': {
-      const b = Buffer.alloc(2);
-      b.writeUInt16LE(value as number);
-      return b;
-    }
-    case 'be16': {
-      const b = Buffer.alloc(2);
-      b.writeUInt16BE(value as number);
-      return b;
-    }
-    case 'u32': {
-      const b = Buffer.alloc(4);
-      b.writeUInt32LE((value as number) >>> 0);
-      return b;
-    }
-    case 'u64': {
-      const b = Buffer.alloc(8);
-      b.writeBigUInt64LE(BigInt(value as bigint | number));
-      return b;
-    }
-    case 'string':
-      return Buffer.concat([Buffer.from(value as string, 'utf8'), Buffer.alloc(1)]);
-    case 'binary':
-      return value as Buffer;
-    case 'flags': {
-      const f = value as FlagsValue;
-      const b = Buffer.alloc(8);
-      b.writeUInt32LE(f.flags >>> 0, 0);
-      b.writeUInt32LE(f.mask >>> 0, 4);
-      return b;
-    }
-    case 'nested':
-      return encodeAttrs(row.nested!, value as AttrRecord);
+const FIXED_SIZE: Partial<Record<WireType, number>> = { u8: 1, u16: 2, be16: 2, u32: 4, u64: 8, flags: 8 };
+
+/** Payload length of one attribute value (without header and padding). */
+function valueSize(row: AttrRow, value: AttrValue): number {
+  const fixed = FIXED_SIZE[row.type];
+  if (fixed !== undefined) return fixed;
+  if (row.type === 'string') return Buffer.byteLength(value as string) + 1;
+  if (row.type === 'binary') return (value as Buffer).length;
+  return streamSize(row.nested!, value as AttrRecord);
+}
+
+function streamSize(table: AttrTable, record: AttrRecord): number {
+  let n = 0;
+  for (const row of table.rows) {
+    const value = record[row.field];
+    if (value !== undefined) n += 4 + align4(valueSize(row, value));
   }
+  return n;
+}
+
+/** Writes the TLV stream of `record` into `buf` at `off` (zero-filled, so padding needs no writes). */
+function writeStream(table: AttrTable, record: AttrRecord, buf: Buffer, off: number): number {
+  for (const row of table.rows) {
+    const value = record[row.field];
+    if (value === undefined) continue;
+    const at = off + 4;
+    let len: number;
+    switch (row.type) {
+      case 'u8':
+        len = buf.writeUInt8(value as number, at) - at;
+        break;
+      case 'u16':
+        len = buf.writeUInt16LE(value as number, at) - at;
+        break;
+      case 'be16':
+        len = buf.writeUInt16BE(value as number, at) - at;
+        break;
+      case 'u32':
+        len = buf.writeUInt32LE((value as number) >>> 0, at) - at;
+        break;
+      case 'u64':
+        len = buf.writeBigUInt64LE(BigInt(value as bigint | number), at) - at;
+        break;
+      case 'string':
+        len = buf.write(value as string, at, 'utf8') + 1;
+        break;
+      case 'binary':
+        len = (value as Buffer).copy(buf, at);
+        break;
+      case 'flags':
+        buf.writeUInt32LE((value as FlagsValue).flags >>> 0, at);
+        len = buf.writeUInt32LE((value as FlagsValue).mask >>> 0, at + 4) - at;
+        break;
+      case 'nested':
+        len = writeStream(row.nested!, value as AttrRecord, buf, at) - at;
+        break;
+    }
+    buf.writeUInt16LE(4 + len, off);
+    buf.writeUInt16LE(row.id | (row.type === 'nested' ? NLA_F_NESTED : 0), off + 2);
+    off = at + align4(len);
+  }
+  return off;
 }
 
 /** Encodes the fields of `record` present in `table` (in table order) as a TLV stream. */
 export function encodeAttrs(table: AttrTable, record: AttrRecord): Buffer {
-  const parts: Buffer[] = [];
-  for (const row of table.rows) {
-    const value = record[row.field];
-    if (value === undefined) continue;
-    const payload = encodeValue(row, value);
-    const header = Buffer.alloc(4);
-    header.writeUInt16LE(4 + payload.length, 0);
-    header.writeUInt16LE(row.id | (row.type === 'nested' ? NLA_F_NESTED : 0), 2);
-    parts.push(header, payload, Buffer.alloc(align4(payload.length) - payload.length));
-  }
-  return Buffer.concat(parts);
+  const buf = Buffer.alloc(streamSize(table, record));
+  writeStream(table, record, buf, 0);
+  return buf;
 }
 
-function decodeValue(row: AttrRow, data: Buffer): AttrValue {
-  const need = { u8: 1, u16: 2, be16: 2, u32: 4, u64: 8, flags: 8 } as Record<WireType, number | undefined>;
-  const min = need[row.type];
-  if (min !== undefined && data.length < min) {
-    throw new Error(`${row.c}: ${data.length} bytes, expected ${min}`);
+/** Reads the attribute payload buf[at, end) by its row; scalars are read in place (dumps are hot). */
+function decodeValue(row: AttrRow, buf: Buffer, at: number, end: number): AttrValue {
+  const min = FIXED_SIZE[row.type];
+  if (min !== undefined && end - at < min) {
+    throw new Error(`${row.c}: ${end - at} bytes, expected ${min}`);
   }
   switch (row.type) {
     case 'u8':
-      return data.readUInt8(0);
+      return buf.readUInt8(at);
     case 'u16':
-      return data.readUInt16LE(0);
+      return buf.readUInt16LE(at);
     case 'be16':
-      return data.readUInt16BE(0);
+      return buf.readUInt16BE(at);
     case 'u32':
-      return data.readUInt32LE(0);
+      return buf.readUInt32LE(at);
     case 'u64':
-      return data.readBigUInt64LE(0);
+      return buf.readBigUInt64LE(at);
     case 'string': {
-      const nul = data.indexOf(0);
-      return data.toString('utf8', 0, nul < 0 ? data.length : nul);
+      const nul = buf.indexOf(0, at);
+      return buf.toString('utf8', at, nul < 0 || nul > end ? end : nul);
     }
     case 'binary':
-      return Buffer.from(data);
+      return buf.subarray(at, end); // a view into the received datagram: decoders copy what they keep
     case 'flags':
-      return { flags: data.readUInt32LE(0), mask: data.readUInt32LE(4) };
+      return { flags: buf.readUInt32LE(at), mask: buf.readUInt32LE(at + 4) };
     case 'nested':
-      return decodeAttrs(row.nested!, data);
+      return decodeRange(row.nested!, buf, at, end);
   }
+}
+
+function decodeRange(table: AttrTable, buf: Buffer, start: number, end: number): AttrRecord {
+  const out: AttrRecord = {};
+  let off = start;
+  while (off + 4 <= end) {
+    const len = buf.readUInt16LE(off);
+    const id = buf.readUInt16LE(off + 2) & NLA_TYPE_MASK;
+    if (len < 4 || off + len > end) throw new Error(`${table.name}: malformed attribute at offset ${off - start}`);
+    const row = table.byId.get(id);
+    if (row) out[row.field] = decodeValue(row, buf, off + 4, off + len);
+    else out[`attr${id}`] = Buffer.from(buf.subarray(off + 4, off + len));
+    off += align4(len);
+  }
+  return out;
 }
 
 /** Decodes a TLV stream by `table`; attributes the table does not know are kept as `attr<id>` buffers. */
 export function decodeAttrs(table: AttrTable, buf: Buffer): AttrRecord {
-  const out: AttrRecord = {};
-  let off = 0;
-  while (off + 4 <= buf.length) {
-    const len = buf.readUInt16LE(off);
-    const id = buf.readUInt16LE(off + 2) & NLA_TYPE_MASK;
-    if (len < 4 || off + len > buf.length) throw new Error(`${table.name}: malformed attribute at offset ${off}`);
-    const data = buf.subarray(off + 4, off + len);
-    const row = table.byId.get(id);
-    if (row) out[row.field] = decodeValue(row, data);
-    else out[`attr${id}`] = Buffer.from(data);
-    off += align4(len);
-  }
-  return out;
+  return decodeRange(table, buf, 0, buf.length);
 }
