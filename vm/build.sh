@@ -38,12 +38,14 @@ ver=$(dpkg-deb -f "$deb" Version)
 dpkg -x "$deb" "$tmp/x"
 depmod -b "$tmp/x" "$rel"
 
-# 2. Module closure. BOOT: insmod'ed by /init in this order (modprobe --show-depends resolves deps, softdeps
-#    such as libcrc32c -> crc32c, and aliases). EXTRA: shipped for on-demand loading by the kernel through
-#    /sbin/modprobe (nf_tables & co, sctp, ip_vs_ftp ...), never loaded unless something asks.
-boot="virtio_pci 9pnet_virtio 9p crc32c_generic libcrc32c nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack ip_vs"
-for s in rr wrr lc wlc lblc lblcr dh sh sed nq mh fo ovf twos; do boot+=" ip_vs_$s"; done
-boot+=" dummy veth"
+# 2. Module closure. FS and NET: insmod'ed by /init in this order (modprobe --show-depends resolves deps,
+#    softdeps such as libcrc32c -> crc32c, and aliases); FS first (the host root needs it), NET in parallel
+#    with the mounts. EXTRA: shipped for on-demand loading by the kernel through /sbin/modprobe (nf_tables
+#    & co, sctp, ip_vs_ftp ...), never loaded unless something asks.
+fs="virtio_pci 9pnet_virtio 9p"
+net="crc32c_generic libcrc32c nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack ip_vs"
+for s in rr wrr lc wlc lblc lblcr dh sh sed nq mh fo ovf twos; do net+=" ip_vs_$s"; done
+net+=" dummy veth"
 mods=$tmp/x/lib/modules/$rel
 extra=$(cd "$mods" && find kernel/net/netfilter kernel/net/ipv4/netfilter kernel/net/ipv6/netfilter kernel/net/sctp \
   -name '*.ko' -printf '%f\n' | sed 's/\.ko$//')
@@ -53,13 +55,13 @@ closure() {  # module names -> "path [options]" lines, path relative to $mods, d
     sed -n "s|^insmod $mods/||p" | sed 's/ *$//' | awk '!seen[$1]++'
 }
 have=" $(cd "$mods" && find kernel -name '*.ko' -printf '%f ' | sed 's/\.ko / /g; s/-/_/g') "
-for m in $boot; do [[ $have == *" $m "* ]] || { log "no module $m in $rel (skipped)"; boot=${boot/ $m / }; }; done
+for m in $net; do [[ $have == *" $m "* ]] || { log "no module $m in $rel (skipped)"; net=${net/ $m / }; }; done
 # shellcheck disable=SC2086  # word splitting of the module lists is intended
-{ closure $boot >"$tmp/boot.list"; closure $extra >"$tmp/extra.list"; }
+{ closure $fs >"$tmp/fs.list"; closure $net | grep -vxFf "$tmp/fs.list" >"$tmp/net.list"; closure $extra >"$tmp/extra.list"; }
 
 # 3. Initramfs tree: busybox + applet links, modules (+ depmod for busybox modprobe), /init.
 r=$tmp/root
-mkdir -p "$r"/{bin,sbin,dev,proc,sys,tmp,host,ctl,etc/kipvs} "$r/lib/modules/$rel"
+mkdir -p "$r"/{bin,sbin,dev,proc,sys,tmp,host,etc/kipvs} "$r/lib/modules/$rel"
 cp "$busybox" "$r/bin/busybox"
 for a in $("$busybox" --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
 ln -s ../bin/busybox "$r/sbin/modprobe"   # the kernel's request_module() runs /sbin/modprobe
@@ -69,12 +71,12 @@ unsign() {  # drop the appended signature (sig, 12-byte struct module_signature,
   local n; n=$(tail -c 32 "$1" | od -An -tu1 -N4 | awk '{print $1*16777216 + $2*65536 + $3*256 + $4}')
   truncate -s $(( $(stat -c %s "$1") - n - 40 )) "$1"
 }
-cut -d' ' -f1 "$tmp/boot.list" "$tmp/extra.list" | sort -u | while read -r f; do
+cut -d' ' -f1 "$tmp"/{fs,net,extra}.list | sort -u | while read -r f; do
   mkdir -p "$r/lib/modules/$rel/$(dirname "$f")" && cp "$mods/$f" "$r/lib/modules/$rel/$f" && unsign "$r/lib/modules/$rel/$f"
 done
 cp "$mods"/modules.{order,builtin,builtin.modinfo} "$r/lib/modules/$rel/"
 depmod -b "$r" "$rel"
-cp "$tmp/boot.list" "$r/etc/kipvs/modules.boot"
+cp "$tmp/fs.list" "$tmp/net.list" "$r/etc/kipvs/"
 install -m 755 "$here/init" "$r/init"
 (cd "$r" && find . | sort | cpio -o -H newc --quiet -R 0:0) >"$tmp/initrd.img"
 
@@ -90,4 +92,4 @@ fi
 printf 'KERNEL_RELEASE=%s\nKERNEL_PKG=%s\nKERNEL_VERSION=%s\n' "$rel" "$pkg" "$ver" >"$tmp/kernel.env"
 rm -f "$out/accel"   # vm/run re-probes KVM for the new kernel
 mv "$tmp/kernel" "$tmp/initrd.img" "$out/" && mv "$tmp/kernel.env" "$out/"   # publish; kernel.env last
-log "built $out: $rel ($ver), $(wc -l <"$tmp/boot.list") boot + $(wc -l <"$tmp/extra.list") on-demand modules, initrd $(du -h "$out/initrd.img" | cut -f1)"
+log "built $out: $rel ($ver), $(cat "$tmp"/{fs,net}.list | wc -l) boot + $(wc -l <"$tmp/extra.list") on-demand modules, initrd $(du -h "$out/initrd.img" | cut -f1)"
