@@ -7,8 +7,9 @@ import { NetlinkKernel } from '../../lib/kernel/netlink.js';
 import { deleteNetns, jsonSafe, makeNetns, parseIpvsadm, type Ctx, type Netns, type Scenario } from './harness.js';
 import { scenarios as ipvsScenarios } from './ipvs.scenarios.js';
 import { scenarios as linkScenarios } from './links.scenarios.js';
+import { scenarios as agentScenarios } from './agent.scenarios.js';
 
-const all: Scenario[] = [...ipvsScenarios, ...linkScenarios];
+const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios];
 
 async function runOne(s: Scenario, i: number) {
   const created: string[] = [];
