@@ -43,8 +43,13 @@ export interface KubeSourceOptions {
   watchIdleMs?: number;
 }
 
-/** The kinds whose first list gates synced(), as in kube-proxy. */
-const GATING = new Set<ObjectKind>(['Service', 'EndpointSlice']);
+/**
+ * The kinds whose first list gates synced(): Services and EndpointSlices as in kube-proxy, and the
+ * agent's ConfigMap when one is watched, so the first sync already uses its scheduler (otherwise a
+ * restart would flip every service to the default and back). A ConfigMap that does not exist lists
+ * as empty; one that cannot be listed (RBAC) holds the agent back, with the error logged per retry.
+ */
+const GATING = new Set<ObjectKind>(['Service', 'EndpointSlice', 'ConfigMap']);
 
 /** The delay before retry number `attempt` (0-based). */
 export function backoffDelay(b: Backoff, attempt: number, random: () => number): number {

@@ -37,12 +37,13 @@ export interface Source {
   /**
    * Starts listing and watching. `onChange` is called for every change that differs from what the
    * source already held (no-op updates are dropped), including changes seen during the initial list.
-   * Resolves once Services and EndpointSlices have both completed their first list.
+   * Resolves once Services, EndpointSlices and the agent's ConfigMap (when one is configured) have
+   * completed their first list.
    */
   start(onChange: (changes: Change[]) => void, onError?: (err: SourceError) => void): Promise<void>;
   /** The current objects (the same maps are updated in place as changes arrive: read, don't keep). */
   snapshot(): Snapshot;
-  /** True once Services and EndpointSlices have both completed their first list. */
+  /** True once Services, EndpointSlices and the configured ConfigMap have completed their first list. */
   synced(): boolean;
   stop(): Promise<void>;
 }
