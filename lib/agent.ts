@@ -11,6 +11,8 @@ import type { Logger } from './log.js';
 import type { ProxyConfig } from './proxy/config.js';
 import { Reconciler } from './proxy/reconciler.js';
 import { SyncRunner } from './proxy/runner.js';
+import { health, serve } from './http.js';
+import { Metrics } from './metrics.js';
 import { DirSource } from './sources/dir.js';
 import { KubeSource } from './sources/kube.js';
 import type { Source } from './sources/types.js';
@@ -28,15 +30,22 @@ export interface AgentOptions {
   syncPeriodMs: number;
   minSyncPeriodMs: number;
   logger: Logger;
+  /** HOST:PORT for /healthz and /livez ('' = off). */
+  healthzBindAddress?: string;
+  /** HOST:PORT for /metrics ('' = off). */
+  metricsBindAddress?: string;
   /** For tests: a kernel to use instead of opening one. */
   kernel?: Kernel;
 }
 
 export interface Agent {
   reconciler: Reconciler;
+  metrics: Metrics;
   runner: SyncRunner;
   source: Source;
   kernel: Kernel;
+  /** Where /healthz and /metrics listen (host:port as bound), when enabled. */
+  addresses: { healthz?: string; metrics?: string };
   /** Resolves once Services and EndpointSlices are listed and the first sync has run. */
   ready: Promise<void>;
   stop(): Promise<void>;
@@ -67,10 +76,12 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   log.info('kernel IPVS ready', { version: info.version, connTabSize: info.connTabSize, netns: o.netns ?? 'current' });
   const source = makeSource(o, nodeName);
   const reconciler = new Reconciler({ kernel, source, logger: log, overrides: o.overrides });
+  const metrics = new Metrics(kernel, reconciler);
   let firstSync: () => void = () => {};
   const synced = new Promise<void>((resolve) => (firstSync = resolve));
   const runner = new SyncRunner(async (reason) => {
     const result = await reconciler.sync({ full: reason !== 'requested' });
+    metrics.noteSync(reconciler.lastReport, result);
     firstSync();
     return result;
   }, {
@@ -80,6 +91,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   const ready = (async () => {
     await source.start(
       (changes) => {
+        metrics.noteChanges(changes);
         reconciler.noteChanges(changes);
         if (source.synced()) runner.run();
       },
@@ -89,13 +101,33 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     runner.run();
     await synced;
   })();
+  const startedAt = Date.now();
+  const healthRoute = async () => {
+    const h = health(runner.status(), startedAt, 2 * o.syncPeriodMs);
+    return { status: h.healthy ? 200 : 503, type: 'application/json', body: JSON.stringify(h) };
+  };
+  const servers = await Promise.all([
+    o.healthzBindAddress ? serve(o.healthzBindAddress, { '/healthz': healthRoute, '/livez': healthRoute }) : undefined,
+    o.metricsBindAddress
+      ? serve(o.metricsBindAddress, {
+          '/metrics': async () => ({ status: 200, type: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+        })
+      : undefined,
+  ]);
+  const bound = (i: number) => {
+    const a = servers[i]?.address();
+    return a && typeof a === 'object' ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : undefined;
+  };
   return {
     reconciler,
+    metrics,
+    addresses: { healthz: bound(0), metrics: bound(1) },
     runner,
     source,
     kernel,
     ready,
     async stop() {
+      for (const s of servers) s?.close();
       await runner.stop();
       await source.stop();
       await kernel.close();

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startAgent } from './agent.js';
 import { KernelSupportError } from './errors.js';
+import { parseBindAddress } from './http.js';
 import { createLogger } from './log.js';
 import { isScheduler, parseSeconds, schedulerFlagBits, SCHEDULERS, splitList, type ProxyConfig } from './proxy/config.js';
 
@@ -23,6 +24,8 @@ const AGENT_FLAGS = {
   'ipvs-tcp-timeout': { type: 'string', help: 'IPVS TCP timeout (e.g. 900s); 0 leaves the kernel value' },
   'ipvs-tcpfin-timeout': { type: 'string', help: 'IPVS TCP FIN_WAIT timeout' },
   'ipvs-udp-timeout': { type: 'string', help: 'IPVS UDP timeout' },
+  'healthz-bind-address': { type: 'string', default: '0.0.0.0:10256', help: 'HOST:PORT for /healthz and /livez ("" to disable)' },
+  'metrics-bind-address': { type: 'string', default: '127.0.0.1:10249', help: 'HOST:PORT for /metrics ("" to disable)' },
   v: { type: 'string', default: '0', help: 'log verbosity (0-1 info, 2+ debug)' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const;
@@ -89,6 +92,16 @@ export function agentOptions(argv: string[]) {
   if (timeouts.tcp || timeouts.tcpFin || timeouts.udp) overrides.timeouts = timeouts;
   const verbosity = Number(str('v'));
   if (!Number.isInteger(verbosity) || verbosity < 0) throw new UsageError(`--v: "${str('v')}" is not a verbosity level`);
+  const bind = (flag: string) => {
+    const text = str(flag)!;
+    if (text === '') return '';
+    try {
+      parseBindAddress(text);
+    } catch (err) {
+      throw new UsageError(`--${flag}: ${(err as Error).message}`);
+    }
+    return text;
+  };
   const source = str('source')!;
   if (source !== 'kube' && !/^dir:.+/.test(source)) throw new UsageError(`--source: must be "kube" or "dir:PATH", not "${source}"`);
   return {
@@ -100,6 +113,8 @@ export function agentOptions(argv: string[]) {
     configMap: str('config-map')!,
     netns: str('netns'),
     overrides,
+    healthzBindAddress: bind('healthz-bind-address'),
+    metricsBindAddress: bind('metrics-bind-address'),
     syncPeriodMs: parseDuration(str('ipvs-sync-period')!, 'ipvs-sync-period'),
     minSyncPeriodMs: parseDuration(str('ipvs-min-sync-period')!, 'ipvs-min-sync-period'),
   };

@@ -21,6 +21,8 @@ export interface SyncReport {
   ops: Partial<Record<KernelOp['kind'], number>>;
   written: number;
   failed: number;
+  /** Kernel refusals (and a failed read) by errno code. */
+  errors: Record<string, number>;
   ms: number;
 }
 
@@ -219,7 +221,9 @@ export class Reconciler {
       for (const e of result.errors) this.log.error(e.message, { op: e.op?.kind, errno: e.code });
       const counts: SyncReport['ops'] = {};
       for (const op of ops) counts[op.kind] = (counts[op.kind] ?? 0) + 1;
-      this.lastReport = { full, ops: counts, written: ops.length, failed: result.errors.length, ms: performance.now() - t0 };
+      const errnos: Record<string, number> = {};
+      for (const e of result.errors) errnos[e.code] = (errnos[e.code] ?? 0) + 1;
+      this.lastReport = { full, ops: counts, written: ops.length, failed: result.errors.length, errors: errnos, ms: performance.now() - t0 };
       if (ops.length) this.log.info('sync', { ...this.lastReport });
       if (result.errors.length) {
         this.needFull = true;
@@ -228,7 +232,9 @@ export class Reconciler {
       return 'ok';
     } catch (err) {
       this.needFull = true;
-      this.log.error(`sync failed: ${(err as Error).message}`, { errno: (err as { code?: string }).code });
+      const code = (err as { code?: string }).code ?? 'unknown';
+      this.log.error(`sync failed: ${(err as Error).message}`, { errno: code });
+      this.lastReport = { full, ops: {}, written: 0, failed: 0, errors: { [code]: 1 }, ms: performance.now() - t0 };
       return 'failed';
     }
   }
