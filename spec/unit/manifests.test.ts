@@ -452,10 +452,9 @@ describe('(c) the DaemonSet', () => {
     });
   });
 
-  // The agent does not serve /healthz yet, so this probe would restart a healthy agent every ~40 s.
-  // Flip to test() once the agent takes kube-proxy's --healthz-bind-address (default 0.0.0.0:10256).
-  test.failing('KNOWN GAP: the agent serves the probe\'s /healthz (it takes --healthz-bind-address)', () => {
-    expect(() => agentOptions(['--healthz-bind-address=0.0.0.0:10256'])).not.toThrow();
+  test('the agent serves the probe\'s /healthz: it takes --healthz-bind-address, default 0.0.0.0:10256', () => {
+    expect(agentOptions(['--healthz-bind-address=0.0.0.0:10256']).healthzBindAddress).toBe('0.0.0.0:10256');
+    expect(agentOptions([]).healthzBindAddress).toBe('0.0.0.0:10256');
   });
 });
 
