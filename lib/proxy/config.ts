@@ -40,7 +40,7 @@ export function isScheduler(s: string): boolean {
 export function schedulerFlagBits(scheduler: string, names: readonly string[]): number {
   let bits = 0;
   for (const name of names) {
-    const f = SCHEDULER_FLAGS[name];
+    const f = Object.hasOwn(SCHEDULER_FLAGS, name) ? SCHEDULER_FLAGS[name] : undefined;
     if (!f) throw new Error(`unknown scheduler flag "${name}" (known: ${Object.keys(SCHEDULER_FLAGS).join(', ')})`);
     if (f.scheduler !== scheduler) throw new Error(`scheduler flag "${name}" does not apply to scheduler "${scheduler}"`);
     bits |= f.bit;
@@ -54,14 +54,22 @@ export function splitList(text: string): string[] {
 
 const TIMEOUT_KEYS: Record<string, keyof IpvsTimeouts> = { tcpTimeout: 'tcp', tcpFinTimeout: 'tcpFin', udpTimeout: 'udp' };
 
+/**
+ * The longest IPVS timeout every kernel takes: ip_vs_set_timeout refuses more than INT_MAX / HZ, and
+ * HZ is at most 1000. A longer one would fail every sync at setTimeouts.
+ */
+export const MAX_TIMEOUT = Math.floor(0x7fffffff / 1000);
+
 /** Parses a duration as kube-proxy's flags take it ('900s', '15m', '1h', or plain seconds) → seconds. */
 export function parseSeconds(text: string): number {
   const m = /^\s*(\d+)\s*(s|m|h)?\s*$/.exec(text);
   if (!m) throw new Error(`"${text}" is not a duration (e.g. 900s, 15m, 1h)`);
   const n = Number(m[1]) * ({ s: 1, m: 60, h: 3600 }[m[2] ?? 's'] as number);
-  if (n > 0x7fffffff) throw new Error(`"${text}" is too long`);
+  if (n > MAX_TIMEOUT) throw new Error(`"${text}" is too long (at most ${MAX_TIMEOUT}s)`);
   return n;
 }
+
+const NOT_A_STRING = Symbol('not a string');
 
 /**
  * The ConfigMap's data (keys: scheduler, schedulerFlags, tcpTimeout, tcpFinTimeout, udpTimeout) on top of
@@ -76,7 +84,19 @@ export function applyConfigMap(
   const errors: ConfigError[] = [];
   if (!cm) return { config: defaults, errors };
   const object = `ConfigMap ${cm.metadata?.namespace ?? 'default'}/${cm.metadata?.name ?? '?'}`;
-  const data = cm.data ?? {};
+  // Untyped JSON (or YAML from a manifest directory): data must be a map, and each value a string.
+  const raw: unknown = cm.data ?? {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    errors.push({ object, reason: `data is not a map (${JSON.stringify(raw)}); keeping the previous configuration` });
+    return { config: { ...previous, schedulerFlags: [...previous.schedulerFlags], timeouts: { ...previous.timeouts } }, errors };
+  }
+  const data = raw as Record<string, unknown>;
+  const read = (key: string): string | undefined | typeof NOT_A_STRING => {
+    const v = Object.hasOwn(data, key) ? data[key] : undefined;
+    if (v === undefined || typeof v === 'string') return v;
+    errors.push({ object, reason: `${key}: ${JSON.stringify(v)} is not a string; keeping the previous value` });
+    return NOT_A_STRING;
+  };
   for (const key of Object.keys(data)) {
     if (!['scheduler', 'schedulerFlags', ...Object.keys(TIMEOUT_KEYS)].includes(key)) {
       errors.push({ object, reason: `unknown key "${key}" ignored` });
@@ -84,15 +104,20 @@ export function applyConfigMap(
   }
   let scheduler = defaults.scheduler;
   let schedulerFlags = defaults.schedulerFlags;
-  const wanted = data.scheduler?.trim();
-  if (wanted !== undefined && !isScheduler(wanted)) {
-    errors.push({ object, reason: `unknown scheduler "${wanted}" (known: ${SCHEDULERS.join(' ')}); keeping "${previous.scheduler}"` });
+  const text = read('scheduler');
+  const wanted = typeof text === 'string' ? text.trim() : text;
+  if (wanted === NOT_A_STRING || (wanted !== undefined && !isScheduler(wanted))) {
+    if (wanted !== NOT_A_STRING) {
+      errors.push({ object, reason: `unknown scheduler "${wanted}" (known: ${SCHEDULERS.join(' ')}); keeping "${previous.scheduler}"` });
+    }
     [scheduler, schedulerFlags] = [previous.scheduler, previous.schedulerFlags];
   } else {
     if (wanted !== undefined) [scheduler, schedulerFlags] = [wanted, []];
-    if (data.schedulerFlags !== undefined) {
+    const flagsText = read('schedulerFlags');
+    if (flagsText === NOT_A_STRING) [scheduler, schedulerFlags] = [previous.scheduler, previous.schedulerFlags];
+    else if (flagsText !== undefined) {
       try {
-        const flags = splitList(data.schedulerFlags);
+        const flags = splitList(flagsText);
         schedulerFlagBits(scheduler, flags);
         schedulerFlags = flags;
       } catch (err) {
@@ -103,9 +128,14 @@ export function applyConfigMap(
   }
   const timeouts = { ...defaults.timeouts };
   for (const [key, field] of Object.entries(TIMEOUT_KEYS)) {
-    if (data[key] === undefined) continue;
+    const value = read(key);
+    if (value === undefined) continue;
+    if (value === NOT_A_STRING) {
+      timeouts[field] = previous.timeouts[field];
+      continue;
+    }
     try {
-      timeouts[field] = parseSeconds(data[key]);
+      timeouts[field] = parseSeconds(value);
     } catch (err) {
       errors.push({ object, reason: `${key}: ${(err as Error).message}` });
       timeouts[field] = previous.timeouts[field];
