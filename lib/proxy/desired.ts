@@ -1,8 +1,10 @@
 // Desired state: a pure function of (Service, its EndpointSlices, config) → the virtual servers, real
 // servers and VIPs that Service needs. Nothing here touches the kernel. Bad input is an error naming
 // the object; a bad port skips that port, a bad Service skips the Service, a bad endpoint is dropped.
+// Objects are untyped JSON: each field's shape is checked before it is read, and nothing the kernel
+// would refuse is asked of it.
 
-import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
+import type { V1EndpointSlice, V1Service, V1ServicePort } from '@kubernetes/client-node';
 import ipaddr from 'ipaddr.js';
 import { hostNetmask } from '../kernel/ids.js';
 import type { Destination, Family, LinkAddress, Protocol, VirtualServer } from '../kernel/types.js';
@@ -44,8 +46,14 @@ export interface ServiceResult {
 
 const PROTOCOLS: readonly string[] = ['TCP', 'UDP', 'SCTP'];
 
+/** A JSON object: not null, not an array. */
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+
+/** A value from the input, for a message: strings as they are, anything else as JSON. */
+const shown = (v: unknown): string => (typeof v === 'string' ? v : (JSON.stringify(v) ?? String(v)));
+
 export const objectKey = (o: { metadata?: { namespace?: string; name?: string } }) =>
-  `${o.metadata?.namespace ?? 'default'}/${o.metadata?.name ?? ''}`;
+  `${shown(o.metadata?.namespace ?? 'default')}/${shown(o.metadata?.name ?? '')}`;
 
 const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
 
@@ -55,8 +63,24 @@ const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1
  */
 function parseIp(text: string): { family: Family; address: string } | undefined {
   if (IPV4.test(text)) return { family: 4, address: text };
-  if (!text.includes(':') || !ipaddr.IPv6.isValid(text)) return undefined;
+  // No zone index (fe80::1%eth0): neither IPVS nor an interface address has a place for one.
+  if (!text.includes(':') || text.includes('%') || !ipaddr.IPv6.isValid(text)) return undefined;
   return { family: 6, address: ipaddr.IPv6.parse(text).toString() };
+}
+
+/**
+ * Why the kernel refuses `ip` as a real server (IPv4: inet_addr_type must say unicast or local; IPv6:
+ * ipv6_addr_type must say unicast, and link-local only when local), or undefined when it takes it.
+ */
+function notRealServer(ip: { family: Family; address: string }): string | undefined {
+  if (ip.family === 4) {
+    const first = parseInt(ip.address, 10);
+    if (first === 0) return 'unspecified';
+    if (first >= 224 && first <= 239) return 'multicast';
+    return ip.address === '255.255.255.255' ? 'broadcast' : undefined;
+  }
+  const range = ipaddr.IPv6.parse(ip.address).range();
+  return ['unspecified', 'multicast', 'linkLocal', 'ipv4Mapped'].includes(range) ? range : undefined;
 }
 
 /** Ready endpoints of `slices` for the Service port named `portName`, collapsed by address:port. */
@@ -69,28 +93,50 @@ function destinationsFor(
 ): Destination[] {
   const out = new Map<string, Destination>();
   for (const slice of slices) {
-    const object = `EndpointSlice ${objectKey(slice)}`;
     if (slice.addressType !== (family === 4 ? 'IPv4' : 'IPv6')) continue;
-    const port = (slice.ports ?? []).find((p) => (p.name ?? '') === portName);
-    if (!port) continue;
-    if (port.port === undefined || !Number.isInteger(port.port) || port.port < 1 || port.port > 65535) {
-      if (!reported.has(`${object} port`)) errors.push({ object, reason: `port "${portName}" has an invalid number ${port.port}` });
-      reported.add(`${object} port`);
+    const report = (what: string, reason: string) => {
+      const object = `EndpointSlice ${objectKey(slice)}`;
+      if (!reported.has(`${object} ${what}`)) errors.push({ object, reason });
+      reported.add(`${object} ${what}`);
+    };
+    const ports: unknown = slice.ports ?? [];
+    const endpoints: unknown = slice.endpoints ?? [];
+    if (!Array.isArray(ports)) {
+      report('ports', `ports is not a list (${shown(ports)})`);
       continue;
     }
-    for (const ep of slice.endpoints ?? []) {
-      // Kubernetes: a nil ready condition means ready.
-      if (ep.conditions?.ready === false) continue;
-      if (!ep.addresses?.length) {
-        if (!reported.has(`${object} empty`)) errors.push({ object, reason: 'an endpoint has no addresses' });
-        reported.add(`${object} empty`);
+    if (!Array.isArray(endpoints)) {
+      report('endpoints', `endpoints is not a list (${shown(endpoints)})`);
+      continue;
+    }
+    const port = ports.find((p) => isObject(p) && (p.name ?? '') === portName) as NonNullable<V1EndpointSlice['ports']>[number] | undefined;
+    if (!port) continue;
+    if (port.port === undefined || !Number.isInteger(port.port) || port.port < 1 || port.port > 65535) {
+      report('port', `port "${shown(portName)}" has an invalid number ${shown(port.port)}`);
+      continue;
+    }
+    for (const ep of endpoints as unknown[]) {
+      if (!isObject(ep)) {
+        report('endpoint', `an endpoint is not an object (${shown(ep)})`);
+        continue;
       }
-      for (const text of ep.addresses ?? []) {
+      // Kubernetes: a nil ready condition means ready.
+      if ((ep.conditions as { ready?: unknown } | null | undefined)?.ready === false) continue;
+      const addresses: unknown = ep.addresses ?? [];
+      if (!Array.isArray(addresses)) {
+        report('addresses', `an endpoint's addresses is not a list (${shown(addresses)})`);
+        continue;
+      }
+      if (!addresses.length) report('empty', 'an endpoint has no addresses');
+      for (const text of addresses as unknown[]) {
         const ip = typeof text === 'string' ? parseIp(text) : undefined;
         if (!ip || ip.family !== family) {
-          const key = `${object} ${text}`;
-          if (!reported.has(key)) errors.push({ object, reason: `endpoint address "${text}" is not a valid IPv${family} address` });
-          reported.add(key);
+          report(`address ${shown(text)}`, `endpoint address "${shown(text)}" is not a valid IPv${family} address`);
+          continue;
+        }
+        const refused = notRealServer(ip);
+        if (refused) {
+          report(`address ${shown(text)}`, `endpoint address "${shown(text)}" cannot be a real server (${refused})`);
           continue;
         }
         const key = `${ip.address}:${port.port}`;
@@ -105,24 +151,28 @@ function destinationsFor(
 
 /** Scheduler and flag bits for a Service: its annotations over the config. */
 function scheduling(svc: V1Service, config: ProxyConfig, errors: ObjectError[], object: string) {
-  const ann = svc.metadata?.annotations ?? {};
-  const wanted = ann[ANNOTATION_SCHEDULER]?.trim();
+  const annotations: unknown = svc.metadata?.annotations;
+  const ann: Record<string, unknown> = isObject(annotations) ? annotations : {};
+  const keep = (reason: string) => {
+    errors.push({ object, reason: `${reason}; keeping the current scheduler` });
+    return { scheduler: config.scheduler, bits: schedulerFlagBits(config.scheduler, config.schedulerFlags), keep: true };
+  };
+  for (const key of [ANNOTATION_SCHEDULER, ANNOTATION_SCHEDULER_FLAGS]) {
+    if (ann[key] !== undefined && typeof ann[key] !== 'string') return keep(`${key}: ${shown(ann[key])} is not a string`);
+  }
+  const wanted = (ann[ANNOTATION_SCHEDULER] as string | undefined)?.trim();
   let scheduler = config.scheduler;
   let flagNames = config.schedulerFlags;
   if (wanted) {
-    if (!isScheduler(wanted)) {
-      errors.push({ object, reason: `unknown scheduler "${wanted}" in ${ANNOTATION_SCHEDULER}; keeping the current scheduler` });
-      return { scheduler: config.scheduler, bits: schedulerFlagBits(config.scheduler, config.schedulerFlags), keep: true };
-    }
+    if (!isScheduler(wanted)) return keep(`unknown scheduler "${wanted}" in ${ANNOTATION_SCHEDULER}`);
     scheduler = wanted;
     flagNames = [];
   }
-  if (ann[ANNOTATION_SCHEDULER_FLAGS] !== undefined) flagNames = splitList(ann[ANNOTATION_SCHEDULER_FLAGS]);
+  if (ann[ANNOTATION_SCHEDULER_FLAGS] !== undefined) flagNames = splitList(ann[ANNOTATION_SCHEDULER_FLAGS] as string);
   try {
     return { scheduler, bits: schedulerFlagBits(scheduler, flagNames), keep: false };
   } catch (err) {
-    errors.push({ object, reason: `${ANNOTATION_SCHEDULER_FLAGS}: ${(err as Error).message}; keeping the current scheduler` });
-    return { scheduler: config.scheduler, bits: schedulerFlagBits(config.scheduler, config.schedulerFlags), keep: true };
+    return keep(`${ANNOTATION_SCHEDULER_FLAGS}: ${(err as Error).message}`);
   }
 }
 
@@ -131,12 +181,12 @@ function affinity(svc: V1Service, errors: ObjectError[], object: string): { flag
   const mode = svc.spec?.sessionAffinity ?? 'None';
   if (mode === 'None') return { flags: 0, timeout: 0 };
   if (mode !== 'ClientIP') {
-    errors.push({ object, reason: `unknown sessionAffinity "${mode}"` });
+    errors.push({ object, reason: `unknown sessionAffinity "${shown(mode)}"` });
     return undefined;
   }
   const t = svc.spec?.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT;
   if (!Number.isInteger(t) || t < 1 || t > MAX_AFFINITY_TIMEOUT) {
-    errors.push({ object, reason: `sessionAffinityConfig.clientIP.timeoutSeconds ${t} is not in 1..${MAX_AFFINITY_TIMEOUT}` });
+    errors.push({ object, reason: `sessionAffinityConfig.clientIP.timeoutSeconds ${shown(t)} is not in 1..${MAX_AFFINITY_TIMEOUT}` });
     return undefined;
   }
   return { flags: PERSISTENT, timeout: t };
@@ -153,15 +203,19 @@ export function desiredForService(svc: V1Service, slices: readonly V1EndpointSli
   const none = (valid: boolean): ServiceResult => ({ virtualServers: [], addresses: [], errors, valid });
   const spec = svc.spec;
   if (!svc.metadata?.name) return (errors.push({ object, reason: 'metadata.name is missing' }), none(false));
-  if (!spec) return (errors.push({ object, reason: 'spec is missing' }), none(false));
+  if (spec === undefined || spec === null) return (errors.push({ object, reason: 'spec is missing' }), none(false));
+  if (!isObject(spec)) return (errors.push({ object, reason: `spec is not an object (${shown(spec)})` }), none(false));
   if (spec.type === 'ExternalName') return none(true);
 
-  const ipTexts = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : [];
+  if (spec.clusterIPs != null && !Array.isArray(spec.clusterIPs)) {
+    return (errors.push({ object, reason: `spec.clusterIPs is not a list (${shown(spec.clusterIPs)})` }), none(false));
+  }
+  const ipTexts: unknown[] = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : [];
   if (ipTexts.length === 0 || ipTexts[0] === 'None') return none(true); // headless or not yet allocated
   const ips: Array<{ family: Family; address: string }> = [];
   for (const text of ipTexts) {
     const ip = typeof text === 'string' ? parseIp(text) : undefined;
-    if (!ip) return (errors.push({ object, reason: `clusterIP "${text}" is not a valid IP address` }), none(false));
+    if (!ip) return (errors.push({ object, reason: `clusterIP "${shown(text)}" is not a valid IP address` }), none(false));
     if (ip.address === '0.0.0.0' || ip.address === '::' || ipaddr.parse(ip.address).range() === 'multicast') {
       return (errors.push({ object, reason: `clusterIP "${text}" is not a unicast address` }), none(false));
     }
@@ -171,6 +225,8 @@ export function desiredForService(svc: V1Service, slices: readonly V1EndpointSli
     ips.push(ip);
   }
 
+  const ports: unknown = spec.ports ?? [];
+  if (!Array.isArray(ports)) return (errors.push({ object, reason: `spec.ports is not a list (${shown(ports)})` }), none(false));
   const aff = affinity(svc, errors, object);
   if (!aff) return none(false);
   const sched = scheduling(svc, config, errors, object);
@@ -178,16 +234,21 @@ export function desiredForService(svc: V1Service, slices: readonly V1EndpointSli
   const virtualServers: DesiredVirtualServer[] = [];
   const reported = new Set<string>();
   const seen = new Set<string>();
-  for (const [i, p] of (spec.ports ?? []).entries()) {
+  for (const [i, entry] of (ports as unknown[]).entries()) {
+    if (!isObject(entry)) {
+      errors.push({ object, reason: `port ${i}: not an object (${shown(entry)})` });
+      continue;
+    }
+    const p = entry as unknown as V1ServicePort;
     const portName = p.name ?? '';
-    const label = `port ${portName || i}`;
+    const label = `port ${shown(portName || i)}`;
     const protocol = p.protocol ?? 'TCP';
     if (!PROTOCOLS.includes(protocol)) {
-      errors.push({ object, reason: `${label}: unknown protocol "${protocol}"` });
+      errors.push({ object, reason: `${label}: unknown protocol "${shown(protocol)}"` });
       continue;
     }
     if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535) {
-      errors.push({ object, reason: `${label}: port ${p.port} is not in 1..65535` });
+      errors.push({ object, reason: `${label}: port ${shown(p.port)} is not in 1..65535` });
       continue;
     }
     if (seen.has(`${protocol}/${p.port}`)) {
@@ -197,7 +258,7 @@ export function desiredForService(svc: V1Service, slices: readonly V1EndpointSli
     seen.add(`${protocol}/${p.port}`);
     for (const ip of ips) {
       virtualServers.push({
-        owner: `${key}:${portName || p.port}`,
+        owner: `${key}:${shown(portName || p.port)}`,
         service: {
           family: ip.family,
           protocol: protocol as Protocol,
@@ -215,7 +276,7 @@ export function desiredForService(svc: V1Service, slices: readonly V1EndpointSli
       });
     }
   }
-  if ((spec.ports ?? []).length === 0) errors.push({ object, reason: 'spec.ports is empty' });
+  if (ports.length === 0) errors.push({ object, reason: 'spec.ports is empty' });
   const bound = new Set(virtualServers.map((v) => v.service.address));
   const addresses = ips
     .filter((ip) => bound.has(ip.address))
