@@ -7,7 +7,7 @@ NODE_MODULES := node_modules/.package-lock.json
 JEST := node --experimental-vm-modules --no-warnings node_modules/.bin/jest
 KERNEL_OUT := build/kernel-results
 
-.PHONY: all build test test-unit test-kernel kernel-scenarios bench clean
+.PHONY: all build test test-unit test-kernel kernel-scenarios bench demo clean
 
 all: build
 
@@ -34,8 +34,14 @@ test-kernel: kernel-scenarios
 
 test: test-unit test-kernel
 
+# Native benchmark (in-memory kernel) here, then the real-kernel benchmark in the VM.
 bench: build vm
-	node build/bench/run.js
+	node build/bench/native.js
+	vm/run -- node build/bench/kernel.js 1000 10
+
+# The main job on a real kernel: sample Services, real HTTP traffic, a live scheduler switch.
+demo: build vm
+	vm/run -- node build/demo/run.js
 
 clean:
 	rm -rf build native-bindings/build
