@@ -10,6 +10,7 @@ import { KernelSupportError } from './errors.js';
 import { parseBindAddress } from './http.js';
 import { createLogger } from './log.js';
 import { isScheduler, parseSeconds, schedulerFlagBits, SCHEDULERS, splitList, type ProxyConfig } from './proxy/config.js';
+import { statusMain } from './status.js';
 
 const AGENT_FLAGS = {
   source: { type: 'string', default: 'kube', help: 'where Services/EndpointSlices come from: "kube" (API server) or "dir:PATH" (YAML files)' },
@@ -142,14 +143,16 @@ export async function main(argv: string[]): Promise<number> {
       case 'agent':
         await agent(rest);
         return -1; // keeps running
+      case 'status':
+        return await statusMain(rest);
       case undefined:
       case 'help':
       case '--help':
       case '-h':
-        console.log(`kipvs — Kubernetes services in IPVS mode\n\nCommands:\n  agent    run the node agent (kipvs agent --help)\n`);
+        console.log(`kipvs — Kubernetes services in IPVS mode\n\nCommands:\n  agent    run the node agent (kipvs agent --help)\n  status   compare the kernel's IPVS table with the Services (kipvs status --help)\n`);
         return 0;
       default:
-        throw new UsageError(`unknown command "${cmd}" (commands: agent)`);
+        throw new UsageError(`unknown command "${cmd}" (commands: agent, status)`);
     }
   } catch (err) {
     if (err instanceof UsageError) {
