@@ -8,8 +8,9 @@ import { deleteNetns, jsonSafe, makeNetns, parseIpvsadm, type Ctx, type Netns, t
 import { scenarios as ipvsScenarios } from './ipvs.scenarios.js';
 import { scenarios as linkScenarios } from './links.scenarios.js';
 import { scenarios as agentScenarios } from './agent.scenarios.js';
+import { scenarios as statusScenarios } from './status.scenarios.js';
 
-const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios];
+const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios];
 
 async function runOne(s: Scenario, i: number) {
   const created: string[] = [];
