@@ -1,8 +1,8 @@
-// Keys and human-readable names for kernel objects, shared by every Kernel implementation, the diff
-// and the error messages: one spelling of "TCP/10.0.0.1:80" everywhere.
+// Keys, equality and human-readable names for kernel objects, shared by every Kernel implementation,
+// the diff and the error messages: one spelling of "TCP/10.0.0.1:80" everywhere.
 
 import ipaddr from 'ipaddr.js';
-import type { DestinationId, Family, KernelOp, ServiceId } from './types.js';
+import type { Destination, DestinationId, Family, KernelOp, ServiceId, VirtualServer } from './types.js';
 
 export function hostPort(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
@@ -16,6 +16,16 @@ export function serviceKey(s: ServiceId): string {
 export function destinationKey(d: DestinationId): string {
   return hostPort(d.address, d.port);
 }
+
+/** Whether two virtual servers agree in every field, identity and settings. */
+export const sameVirtualServer = (a: VirtualServer, b: VirtualServer): boolean =>
+  a.family === b.family && a.protocol === b.protocol && a.address === b.address && a.port === b.port && a.fwmark === b.fwmark &&
+  a.scheduler === b.scheduler && a.flags === b.flags && a.timeout === b.timeout && a.netmask === b.netmask && a.peName === b.peName;
+
+/** Whether two real servers agree in every field, identity and settings. */
+export const sameRealServer = (a: Destination, b: Destination): boolean =>
+  a.family === b.family && a.address === b.address && a.port === b.port &&
+  a.forward === b.forward && a.weight === b.weight && a.upperThreshold === b.upperThreshold && a.lowerThreshold === b.lowerThreshold;
 
 export function describeOp(op: KernelOp): string {
   switch (op.kind) {
@@ -33,8 +43,14 @@ export function describeOp(op: KernelOp): string {
   }
 }
 
+const DOTTED_QUAD = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+/** IPv4 as Kubernetes and Linux write it (four decimal parts 0-255, no leading zeros): already canonical. */
+export const isDottedQuad = (text: string): boolean => DOTTED_QUAD.test(text);
+
 /** Canonical text of an address (ipaddr.js form: IPv6 compressed, lower case); throws on garbage. */
 export function canonicalAddress(text: string): { family: Family; address: string } {
+  if (isDottedQuad(text)) return { family: 4, address: text }; // the common case, without the parser
   const addr = ipaddr.parse(text);
   return { family: addr.kind() === 'ipv4' ? 4 : 6, address: addr.toString() };
 }

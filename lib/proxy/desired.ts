@@ -6,7 +6,7 @@
 
 import type { V1EndpointSlice, V1Service, V1ServicePort } from '@kubernetes/client-node';
 import ipaddr from 'ipaddr.js';
-import { hostNetmask } from '../kernel/ids.js';
+import { hostNetmask, isDottedQuad, sameRealServer, sameVirtualServer, serviceKey } from '../kernel/ids.js';
 import type { Destination, Family, LinkAddress, Protocol, VirtualServer } from '../kernel/types.js';
 import { SERVICE_NAME_LABEL } from '../sources/types.js';
 import { isScheduler, schedulerFlagBits, splitList, type ProxyConfig } from './config.js';
@@ -19,9 +19,12 @@ const PERSISTENT = 0x1;
 
 /** One virtual server of a Service port, with its real servers. */
 export interface DesiredVirtualServer {
+  /** serviceKey(service): how the kernel and the desired state know this virtual server. */
+  key: string;
   /** 'namespace/name:portName' (port number when unnamed): who asked for this virtual server. */
   owner: string;
   service: VirtualServer;
+  /** Its real servers, unique by address:port. */
   destinations: Destination[];
   /**
    * The Service asked for a scheduler kipvs cannot use: an existing virtual server keeps the scheduler
@@ -55,17 +58,22 @@ const shown = (v: unknown): string => (typeof v === 'string' ? v : (JSON.stringi
 export const objectKey = (o: { metadata?: { namespace?: string; name?: string } }) =>
   `${shown(o.metadata?.namespace ?? 'default')}/${shown(o.metadata?.name ?? '')}`;
 
-const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
-
 /**
  * An IP as Kubernetes writes it → family and canonical text; undefined for anything else (including
  * the short or octal IPv4 forms inet_aton would accept). Dotted quads, the hot path, skip the parser.
  */
 function parseIp(text: string): { family: Family; address: string } | undefined {
-  if (IPV4.test(text)) return { family: 4, address: text };
+  if (isDottedQuad(text)) return { family: 4, address: text };
   // No zone index (fe80::1%eth0): neither IPVS nor an interface address has a place for one.
   if (!text.includes(':') || text.includes('%') || !ipaddr.IPv6.isValid(text)) return undefined;
   return { family: 6, address: ipaddr.IPv6.parse(text).toString() };
+}
+
+/** 224.0.0.0/4 or ff00::/8 (ipaddr.js's 'multicast' range); dotted quads without the parser. */
+function isMulticast(ip: { family: Family; address: string }): boolean {
+  if (ip.family === 6) return ipaddr.IPv6.parse(ip.address).range() === 'multicast';
+  const first = parseInt(ip.address, 10);
+  return first >= 224 && first <= 239;
 }
 
 /**
@@ -83,15 +91,39 @@ function notRealServer(ip: { family: Family; address: string }): string | undefi
   return ['unspecified', 'multicast', 'linkLocal', 'ipv4Mapped'].includes(range) ? range : undefined;
 }
 
-/** Ready endpoints of `slices` for the Service port named `portName`, collapsed by address:port. */
+/** How kipvs programs every real server: masquerading, weight 1, no connection thresholds. */
+const MASQ = { forward: 'masq', weight: 1, upperThreshold: 0, lowerThreshold: 0 } as const;
+
+const realServer = (family: Family, address: string, port: number): Destination => ({
+  family, address, port, forward: MASQ.forward, weight: MASQ.weight, upperThreshold: MASQ.upperThreshold, lowerThreshold: MASQ.lowerThreshold,
+});
+
+/** Whether `d` is what realServer(family, address, port) makes. */
+const isRealServer = (d: Destination, family: Family, address: string, port: number): boolean =>
+  d.family === family && d.address === address && d.port === port &&
+  d.forward === MASQ.forward && d.weight === MASQ.weight && d.upperThreshold === MASQ.upperThreshold && d.lowerThreshold === MASQ.lowerThreshold;
+
+/**
+ * Ready endpoints of `slices` for the Service port named `portName`, collapsed by address:port (first
+ * one wins). Collapsing keys on the address strings per port number rather than on an 'address:port'
+ * string built per endpoint: that string was most of the cost of a full recompute.
+ * `previous`, this virtual server's real servers last time, is reused: while they come out the same
+ * no new objects are made, and if all do it is returned itself. (After the first sync V8 allocates
+ * these objects straight into the old generation, where an unchanged Service's copies would pile up
+ * as garbage until a full collection.)
+ */
 function destinationsFor(
   portName: string,
   family: Family,
   slices: readonly V1EndpointSlice[],
   errors: ObjectError[],
   reported: Set<string>,
+  previous: Destination[] = [],
 ): Destination[] {
-  const out = new Map<string, Destination>();
+  let out: Destination[] | undefined; // made at the first difference from `previous`
+  let kept = 0; // until then, how many of `previous` came out again
+  /** Addresses already in `out`, by port number (slices of one Service may disagree on it). */
+  const taken = new Map<number, Set<string>>();
   for (const slice of slices) {
     if (slice.addressType !== (family === 4 ? 'IPv4' : 'IPv6')) continue;
     const report = (what: string, reason: string) => {
@@ -115,6 +147,8 @@ function destinationsFor(
       report('port', `port "${shown(portName)}" has an invalid number ${shown(port.port)}`);
       continue;
     }
+    let addresses = taken.get(port.port);
+    if (!addresses) taken.set(port.port, (addresses = new Set()));
     for (const ep of endpoints as unknown[]) {
       if (!isObject(ep)) {
         report('endpoint', `an endpoint is not an object (${shown(ep)})`);
@@ -122,13 +156,13 @@ function destinationsFor(
       }
       // Kubernetes: a nil ready condition means ready.
       if ((ep.conditions as { ready?: unknown } | null | undefined)?.ready === false) continue;
-      const addresses: unknown = ep.addresses ?? [];
-      if (!Array.isArray(addresses)) {
-        report('addresses', `an endpoint's addresses is not a list (${shown(addresses)})`);
+      const texts: unknown = ep.addresses ?? [];
+      if (!Array.isArray(texts)) {
+        report('addresses', `an endpoint's addresses is not a list (${shown(texts)})`);
         continue;
       }
-      if (!addresses.length) report('empty', 'an endpoint has no addresses');
-      for (const text of addresses as unknown[]) {
+      if (!texts.length) report('empty', 'an endpoint has no addresses');
+      for (const text of texts as unknown[]) {
         const ip = typeof text === 'string' ? parseIp(text) : undefined;
         if (!ip || ip.family !== family) {
           report(`address ${shown(text)}`, `endpoint address "${shown(text)}" is not a valid IPv${family} address`);
@@ -139,14 +173,14 @@ function destinationsFor(
           report(`address ${shown(text)}`, `endpoint address "${shown(text)}" cannot be a real server (${refused})`);
           continue;
         }
-        const key = `${ip.address}:${port.port}`;
-        if (!out.has(key)) {
-          out.set(key, { family, address: ip.address, port: port.port, forward: 'masq', weight: 1, upperThreshold: 0, lowerThreshold: 0 });
-        }
+        if (addresses.has(ip.address)) continue;
+        addresses.add(ip.address);
+        if (!out && kept < previous.length && isRealServer(previous[kept], family, ip.address, port.port)) kept++;
+        else (out ??= previous.slice(0, kept)).push(realServer(family, ip.address, port.port));
       }
     }
   }
-  return [...out.values()];
+  return out ?? (kept === previous.length ? previous : previous.slice(0, kept));
 }
 
 /** Scheduler and flag bits for a Service: its annotations over the config. */
@@ -176,6 +210,36 @@ function scheduling(svc: V1Service, config: ProxyConfig, errors: ObjectError[], 
   }
 }
 
+/** What a virtual server of a Service is made of (virtualServer, isVirtualServer). */
+interface ServiceSettings {
+  ip: { family: Family; address: string };
+  protocol: Protocol;
+  port: number;
+  sched: { scheduler: string; bits: number; keep: boolean };
+  aff: { flags: number; timeout: number };
+}
+
+const virtualServer = ({ ip, protocol, port, sched, aff }: ServiceSettings): VirtualServer => ({
+  family: ip.family,
+  protocol,
+  address: ip.address,
+  port,
+  fwmark: 0,
+  scheduler: sched.scheduler,
+  flags: aff.flags | sched.bits,
+  timeout: aff.timeout,
+  netmask: hostNetmask(ip.family),
+  peName: '',
+});
+
+/** Whether `v` has what virtualServer(w) makes (and keepScheduler as w asks). */
+function isVirtualServer(v: DesiredVirtualServer, { ip, protocol, port, sched, aff }: ServiceSettings): boolean {
+  const s = v.service;
+  return s.family === ip.family && s.protocol === protocol && s.address === ip.address && s.port === port && s.fwmark === 0 &&
+    s.scheduler === sched.scheduler && s.flags === (aff.flags | sched.bits) && s.timeout === aff.timeout &&
+    s.netmask === hostNetmask(ip.family) && s.peName === '' && (v.keepScheduler ?? false) === sched.keep;
+}
+
 /** Persistence flag and timeout from spec.sessionAffinity; undefined (with an error) when invalid. */
 function affinity(svc: V1Service, errors: ObjectError[], object: string): { flags: number; timeout: number } | undefined {
   const mode = svc.spec?.sessionAffinity ?? 'None';
@@ -192,11 +256,36 @@ function affinity(svc: V1Service, errors: ObjectError[], object: string): { flag
   return { flags: PERSISTENT, timeout: t };
 }
 
+const sameDesiredServer = (a: DesiredVirtualServer, b: DesiredVirtualServer): boolean =>
+  a === b ||
+  (a.key === b.key && a.owner === b.owner && a.keepScheduler === b.keepScheduler &&
+    sameVirtualServer(a.service, b.service) && sameList(a.destinations, b.destinations, sameRealServer));
+
+const sameAddress = (a: LinkAddress, b: LinkAddress): boolean =>
+  a.family === b.family && a.address === b.address && a.prefixLength === b.prefixLength;
+
+function sameList<T>(a: readonly T[], b: readonly T[], same: (x: T, y: T) => boolean): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!same(a[i], b[i])) return false;
+  return true;
+}
+
+/** Whether two results ask the kernel for the same virtual servers, real servers and VIPs, in the same order (errors aside). */
+export const sameDesired = (a: ServiceResult, b: ServiceResult): boolean =>
+  sameList(a.virtualServers, b.virtualServers, sameDesiredServer) && sameList(a.addresses, b.addresses, sameAddress);
+
 /**
  * Everything one Service needs in the kernel. `slices` are the EndpointSlices labelled with the
- * Service's name (any order, possibly of both families).
+ * Service's name (any order, possibly of both families). `previous`, the Service's last result, lends
+ * its real-server lists where they come out unchanged (see destinationsFor).
  */
-export function desiredForService(svc: V1Service, slices: readonly V1EndpointSlice[], config: ProxyConfig): ServiceResult {
+export function desiredForService(
+  svc: V1Service,
+  slices: readonly V1EndpointSlice[],
+  config: ProxyConfig,
+  previous?: ServiceResult,
+): ServiceResult {
   const key = objectKey(svc);
   const object = `Service ${key}`;
   const errors: ObjectError[] = [];
@@ -216,7 +305,7 @@ export function desiredForService(svc: V1Service, slices: readonly V1EndpointSli
   for (const text of ipTexts) {
     const ip = typeof text === 'string' ? parseIp(text) : undefined;
     if (!ip) return (errors.push({ object, reason: `clusterIP "${shown(text)}" is not a valid IP address` }), none(false));
-    if (ip.address === '0.0.0.0' || ip.address === '::' || ipaddr.parse(ip.address).range() === 'multicast') {
+    if (ip.address === '0.0.0.0' || ip.address === '::' || isMulticast(ip)) {
       return (errors.push({ object, reason: `clusterIP "${text}" is not a unicast address` }), none(false));
     }
     if (ips.some((i) => i.family === ip.family)) {
@@ -257,21 +346,20 @@ export function desiredForService(svc: V1Service, slices: readonly V1EndpointSli
     }
     seen.add(`${protocol}/${p.port}`);
     for (const ip of ips) {
+      const wanted: ServiceSettings = { ip, protocol: protocol as Protocol, port: p.port, sched, aff };
+      const owner = `${key}:${shown(portName || p.port)}`;
+      const before = previous?.virtualServers.find((v) => v.service.port === p.port && v.service.protocol === protocol && v.service.address === ip.address);
+      const destinations = destinationsFor(portName, ip.family, slices, errors, reported, before?.destinations);
+      if (before && before.destinations === destinations && before.owner === owner && isVirtualServer(before, wanted)) {
+        virtualServers.push(before); // unchanged: the very same object (see destinationsFor)
+        continue;
+      }
+      const service = virtualServer(wanted);
       virtualServers.push({
-        owner: `${key}:${shown(portName || p.port)}`,
-        service: {
-          family: ip.family,
-          protocol: protocol as Protocol,
-          address: ip.address,
-          port: p.port,
-          fwmark: 0,
-          scheduler: sched.scheduler,
-          flags: aff.flags | sched.bits,
-          timeout: aff.timeout,
-          netmask: hostNetmask(ip.family),
-          peName: '',
-        },
-        destinations: destinationsFor(portName, ip.family, slices, errors, reported),
+        key: serviceKey(service),
+        owner,
+        service,
+        destinations,
         ...(sched.keep ? { keepScheduler: true } : {}),
       });
     }

@@ -4,15 +4,50 @@
 // Ownership: kipvs touches a virtual server only if its address is bound (or to be bound) on its dummy
 // link; everything else in the IPVS table belongs to someone else and is never changed.
 
-import { destinationKey, serviceKey } from '../kernel/ids.js';
-import type { Destination, IpvsTable, KernelOp, LinkAddress, VirtualServer } from '../kernel/types.js';
+import { sameRealServer, sameVirtualServer, serviceKey } from '../kernel/ids.js';
+import type { Destination, DestinationId, IpvsTable, KernelOp, LinkAddress, VirtualServer } from '../kernel/types.js';
 import type { DesiredVirtualServer } from './desired.js';
 
 const SCHED_BITS = 0x8 | 0x10 | 0x20;
 
+/**
+ * The real servers of one virtual server, by port and then address. IPVS tells them apart by
+ * address:port; indexing by the parts looks them up with the address strings we already hold (their
+ * hashes are cached) instead of building an 'address:port' string per lookup, which made up most of
+ * a full diff's time. Nearly always one port, so one inner map.
+ */
+export class Destinations {
+  private readonly byPort = new Map<number, Map<string, Destination>>();
+
+  get(id: DestinationId): Destination | undefined {
+    return this.byPort.get(id.port)?.get(id.address);
+  }
+
+  set(d: Destination): void {
+    let byAddress = this.byPort.get(d.port);
+    if (!byAddress) this.byPort.set(d.port, (byAddress = new Map()));
+    byAddress.set(d.address, d);
+  }
+
+  delete(id: DestinationId): void {
+    const byAddress = this.byPort.get(id.port);
+    if (byAddress?.delete(id.address) && byAddress.size === 0) this.byPort.delete(id.port);
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const byAddress of this.byPort.values()) n += byAddress.size;
+    return n;
+  }
+
+  *values(): IterableIterator<Destination> {
+    for (const byAddress of this.byPort.values()) yield* byAddress.values();
+  }
+}
+
 export interface ObservedService {
   service: VirtualServer;
-  destinations: Map<string, Destination>;
+  destinations: Destinations;
 }
 
 /** The kernel as last seen: IPVS services by serviceKey, addresses on the dummy link by address. */
@@ -28,22 +63,44 @@ export interface DesiredState {
 
 /** Limits a diff to some service keys and addresses (a partial sync); absent = everything. */
 export interface Scope {
-  services: Iterable<string>;
-  addresses: Iterable<string>;
+  services: ReadonlySet<string>;
+  addresses: ReadonlySet<string>;
 }
 
-export function observedFromKernel(table: IpvsTable, bound: readonly LinkAddress[]): ObservedState {
+/**
+ * The observed state from one dump: only what the diff compares and writes back (the dump's stats
+ * and connection counts are dropped). Where the kernel holds exactly what `desired` asks for, the
+ * observed state keeps the desired objects themselves (neither side changes them in place), so an
+ * agent in sync holds one copy of its table, not two.
+ */
+export function observedFromKernel(table: IpvsTable, bound: readonly LinkAddress[], desired?: DesiredState): ObservedState {
   const services = new Map<string, ObservedService>();
-  for (const { service, destinations } of table.services) {
-    const { stats: _s, ...vs } = service;
-    services.set(serviceKey(vs), {
-      service: vs,
-      destinations: new Map(
-        destinations.map(({ activeConns: _a, inactiveConns: _i, persistConns: _p, stats: _st, ...d }) => [destinationKey(d), d]),
-      ),
-    });
+  for (const { service: s, destinations } of table.services) {
+    const key = serviceKey(s);
+    const want = desired?.services.get(key);
+    const service: VirtualServer = want && sameVirtualServer(want.service, s) ? want.service : {
+      family: s.family, protocol: s.protocol, address: s.address, port: s.port, fwmark: s.fwmark,
+      scheduler: s.scheduler, flags: s.flags, timeout: s.timeout, netmask: s.netmask, peName: s.peName,
+    };
+    const wanted = new Destinations();
+    for (const d of want?.destinations ?? []) wanted.set(d);
+    const observed = new Destinations();
+    for (const d of destinations) {
+      const same = wanted.get(d);
+      observed.set(same && sameRealServer(same, d) ? same : {
+        family: d.family, address: d.address, port: d.port,
+        forward: d.forward, weight: d.weight, upperThreshold: d.upperThreshold, lowerThreshold: d.lowerThreshold,
+      });
+    }
+    services.set(key, { service, destinations: observed });
   }
   return { services, addresses: new Map(bound.map((a) => [a.address, a])) };
+}
+
+/** Every key of `a`, then the keys of `b` that `a` lacks. */
+function* union<K>(a: ReadonlyMap<K, unknown>, b: ReadonlyMap<K, unknown>): Generator<K> {
+  yield* a.keys();
+  for (const k of b.keys()) if (!a.has(k)) yield k;
 }
 
 /** What the desired service should look like given what the kernel has (keepScheduler). */
@@ -59,8 +116,8 @@ const sameDestination = (a: Destination, b: Destination) =>
   a.weight === b.weight && a.forward === b.forward && a.upperThreshold === b.upperThreshold && a.lowerThreshold === b.lowerThreshold;
 
 export function diff(desired: DesiredState, observed: ObservedState, ifname: string, scope?: Scope): KernelOp[] {
-  const serviceKeys = scope ? new Set(scope.services) : new Set([...desired.services.keys(), ...observed.services.keys()]);
-  const addressKeys = scope ? new Set(scope.addresses) : new Set([...desired.addresses.keys(), ...observed.addresses.keys()]);
+  const serviceKeys = scope ? scope.services : union(desired.services, observed.services);
+  const addressKeys = scope ? scope.addresses : [...union(desired.addresses, observed.addresses)];
   const ops: KernelOp[] = [];
 
   for (const a of addressKeys) {
@@ -80,18 +137,23 @@ export function diff(desired: DesiredState, observed: ObservedState, ifname: str
     const service = target(want, have?.service);
     if (!have) ops.push({ kind: 'addService', service });
     else if (!sameService(service, have.service)) ops.push({ kind: 'updateService', service });
-    const haveDests = have?.destinations ?? new Map<string, Destination>();
-    const wantKeys = new Set<string>();
+    let matched = 0;
     for (const d of want.destinations) {
-      const dk = destinationKey(d);
-      wantKeys.add(dk);
-      const cur = haveDests.get(dk);
+      const cur = have?.destinations.get(d);
       if (!cur) ops.push({ kind: 'addDestination', service, destination: d });
-      else if (!sameDestination(d, cur)) ops.push({ kind: 'updateDestination', service, destination: d });
+      else {
+        matched++;
+        if (!sameDestination(d, cur)) ops.push({ kind: 'updateDestination', service, destination: d });
+      }
     }
-    for (const [dk, d] of haveDests) if (!wantKeys.has(dk)) ops.push({ kind: 'deleteDestination', service, destination: d });
+    // Wanted destinations are unique by address:port, so if each observed one was matched none is stale.
+    if (have && matched < have.destinations.size) {
+      const wanted = new Destinations();
+      for (const d of want.destinations) wanted.set(d);
+      for (const d of have.destinations.values()) if (!wanted.get(d)) ops.push({ kind: 'deleteDestination', service, destination: d });
+    }
   }
-  ops.push(...stale);
+  for (const op of stale) ops.push(op);
 
   for (const a of addressKeys) {
     const have = observed.addresses.get(a);
@@ -112,7 +174,7 @@ export function applyToObserved(observed: ObservedState, ops: readonly KernelOp[
         observed.addresses.delete(op.address.address);
         break;
       case 'addService':
-        observed.services.set(serviceKey(op.service), { service: op.service, destinations: new Map() });
+        observed.services.set(serviceKey(op.service), { service: op.service, destinations: new Destinations() });
         break;
       case 'updateService': {
         const s = observed.services.get(serviceKey(op.service));
@@ -124,10 +186,10 @@ export function applyToObserved(observed: ObservedState, ops: readonly KernelOp[
         break;
       case 'addDestination':
       case 'updateDestination':
-        observed.services.get(serviceKey(op.service))?.destinations.set(destinationKey(op.destination), op.destination);
+        observed.services.get(serviceKey(op.service))?.destinations.set(op.destination);
         break;
       case 'deleteDestination':
-        observed.services.get(serviceKey(op.service))?.destinations.delete(destinationKey(op.destination));
+        observed.services.get(serviceKey(op.service))?.destinations.delete(op.destination);
         break;
     }
   });

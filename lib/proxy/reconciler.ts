@@ -5,12 +5,11 @@
 // O(1) work and O(1) messages. Nothing is written before the Source has completed its first list.
 
 import type { V1EndpointSlice } from '@kubernetes/client-node';
-import { serviceKey } from '../kernel/ids.js';
 import type { Kernel, KernelOp } from '../kernel/types.js';
 import type { Logger } from '../log.js';
 import { SERVICE_NAME_LABEL, type Change, type Source } from '../sources/types.js';
 import { applyConfigMap, DEFAULT_CONFIG, type ProxyConfig } from './config.js';
-import { desiredForService, type ObjectError, type ServiceResult } from './desired.js';
+import { desiredForService, sameDesired, type ObjectError, type ServiceResult } from './desired.js';
 import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
 
 export const DUMMY_LINK = 'kube-ipvs0';
@@ -24,6 +23,8 @@ export interface SyncReport {
   /** Kernel refusals (and a failed read) by errno code. */
   errors: Record<string, number>;
   ms: number;
+  /** Where `ms` went: recomputing desired state, reading the kernel (full syncs), diffing, writing. */
+  phases: { desired: number; read: number; diff: number; apply: number };
 }
 
 export interface ReconcilerOptions {
@@ -129,13 +130,17 @@ export class Reconciler {
     const svc = snap.services.get(key);
     let result: ServiceResult | undefined;
     if (svc) {
-      const slices = [...(this.slicesByService.get(key) ?? [])].flatMap((k) => snap.endpointSlices.get(k) ?? []);
-      result = desiredForService(svc, slices, this.config);
+      const slices: V1EndpointSlice[] = [];
+      for (const k of this.slicesByService.get(key) ?? []) {
+        const slice = snap.endpointSlices.get(k);
+        if (slice) slices.push(slice);
+      }
+      result = desiredForService(svc, slices, this.config, this.results.get(key));
       const errors = result.errors;
-      const previous = JSON.stringify(this.objectErrors.get(key) ?? []);
+      const previous = this.objectErrors.get(key);
       if (errors.length) this.objectErrors.set(key, errors);
       else this.objectErrors.delete(key);
-      if (JSON.stringify(errors) !== previous) {
+      if ((errors.length || previous) && JSON.stringify(errors) !== JSON.stringify(previous ?? [])) {
         for (const e of errors) this.log.error(`${e.object}: ${e.reason}`, { object: e.object, service: key });
       }
       if (!result.valid) {
@@ -146,12 +151,18 @@ export class Reconciler {
       this.objectErrors.delete(key);
     }
     const old = this.results.get(key);
+    if (old && result && sameDesired(old, result) && old.virtualServers.every((vs) => this.claims.get(vs.key) === key)) {
+      // Already in force, claims and all: keep the objects we hold, so an unchanged Service (most of
+      // them when a Node change or a relist recomputes everything) leaves no garbage. Still diffed.
+      for (const vs of old.virtualServers) touched.services.add(vs.key);
+      for (const a of old.addresses) touched.addresses.add(a.address);
+      return;
+    }
     for (const vs of old?.virtualServers ?? []) {
-      const sk = serviceKey(vs.service);
-      touched.services.add(sk);
-      if (this.claims.get(sk) === key) {
-        this.claims.delete(sk);
-        this.desired.services.delete(sk);
+      touched.services.add(vs.key);
+      if (this.claims.get(vs.key) === key) {
+        this.claims.delete(vs.key);
+        this.desired.services.delete(vs.key);
       }
     }
     for (const a of old?.addresses ?? []) {
@@ -169,15 +180,14 @@ export class Reconciler {
     }
     this.results.set(key, result);
     for (const vs of result.virtualServers) {
-      const sk = serviceKey(vs.service);
-      touched.services.add(sk);
-      const holder = this.claims.get(sk);
+      touched.services.add(vs.key);
+      const holder = this.claims.get(vs.key);
       if (holder && holder !== key) {
-        this.log.error(`Service ${key}: ${sk} is already served for Service ${holder}; skipped`, { service: key });
+        this.log.error(`Service ${key}: ${vs.key} is already served for Service ${holder}; skipped`, { service: key });
         continue;
       }
-      this.claims.set(sk, key);
-      this.desired.services.set(sk, vs);
+      this.claims.set(vs.key, key);
+      this.desired.services.set(vs.key, vs);
     }
     for (const a of result.addresses) {
       touched.addresses.add(a.address);
@@ -205,25 +215,32 @@ export class Reconciler {
       for (const key of this.dirty) this.recompute(key, touched);
     }
     this.dirty.clear();
+    const t1 = performance.now();
 
     try {
       if (full) {
         await this.kernel.ensureDummyLink(this.ifname);
         await this.syncTimeouts();
         const [table, bound] = await Promise.all([this.kernel.dumpTable(), this.kernel.listAddresses(this.ifname)]);
-        this.observed = observedFromKernel(table, bound);
+        this.observed = observedFromKernel(table, bound, this.desired);
         this.needFull = false;
       }
       const observed = this.observed!;
+      const t2 = performance.now();
       const ops = diff(this.desired, observed, this.ifname, full ? undefined : touched);
+      const t3 = performance.now();
       const result = ops.length ? await this.kernel.apply(ops) : { applied: 0, errors: [] };
       applyToObserved(observed, ops, new Set(result.errors.map((e) => e.index!)));
+      const t4 = performance.now();
       for (const e of result.errors) this.log.error(e.message, { op: e.op?.kind, errno: e.code });
       const counts: SyncReport['ops'] = {};
       for (const op of ops) counts[op.kind] = (counts[op.kind] ?? 0) + 1;
       const errnos: Record<string, number> = {};
       for (const e of result.errors) errnos[e.code] = (errnos[e.code] ?? 0) + 1;
-      this.lastReport = { full, ops: counts, written: ops.length, failed: result.errors.length, errors: errnos, ms: performance.now() - t0 };
+      this.lastReport = {
+        full, ops: counts, written: ops.length, failed: result.errors.length, errors: errnos, ms: t4 - t0,
+        phases: { desired: t1 - t0, read: t2 - t1, diff: t3 - t2, apply: t4 - t3 },
+      };
       if (ops.length) this.log.info('sync', { ...this.lastReport });
       if (result.errors.length) {
         this.needFull = true;
@@ -234,7 +251,7 @@ export class Reconciler {
       this.needFull = true;
       const code = (err as { code?: string }).code ?? 'unknown';
       this.log.error(`sync failed: ${(err as Error).message}`, { errno: code });
-      this.lastReport = { full, ops: {}, written: 0, failed: 0, errors: { [code]: 1 }, ms: performance.now() - t0 };
+      this.lastReport = { full, ops: {}, written: 0, failed: 0, errors: { [code]: 1 }, ms: performance.now() - t0, phases: { desired: 0, read: 0, diff: 0, apply: 0 } };
       return 'failed';
     }
   }
