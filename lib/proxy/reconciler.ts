@@ -55,6 +55,8 @@ export class Reconciler {
   private readonly desired: DesiredState = { services: new Map(), addresses: new Map() };
   /** Which Service holds each kernel service key / address (first claim wins on a conflict). */
   private readonly claims = new Map<string, string>();
+  /** Every Service whose result asks for a kernel service key, in claim order: the next holder when one lets go. */
+  private readonly wanted = new Map<string, Set<string>>();
   private readonly addressClaims = new Map<string, Set<string>>();
   private observed: ObservedState | undefined;
   private readonly dirty = new Set<string>();
@@ -160,9 +162,19 @@ export class Reconciler {
     }
     for (const vs of old?.virtualServers ?? []) {
       touched.services.add(vs.key);
-      if (this.claims.get(vs.key) === key) {
-        this.claims.delete(vs.key);
-        this.desired.services.delete(vs.key);
+      const others = this.wanted.get(vs.key);
+      others?.delete(key);
+      if (others?.size === 0) this.wanted.delete(vs.key);
+      if (this.claims.get(vs.key) !== key) continue;
+      this.claims.delete(vs.key);
+      this.desired.services.delete(vs.key);
+      // Hand the virtual server to the next Service that wants it (the oldest contender).
+      const next = others?.values().next().value;
+      const theirs = next === undefined ? undefined : this.results.get(next)?.virtualServers.find((v) => v.key === vs.key);
+      if (next !== undefined && theirs) {
+        this.claims.set(vs.key, next);
+        this.desired.services.set(vs.key, theirs);
+        this.log.info(`${vs.key} is now served for Service ${next}`, { service: next });
       }
     }
     for (const a of old?.addresses ?? []) {
@@ -181,6 +193,9 @@ export class Reconciler {
     this.results.set(key, result);
     for (const vs of result.virtualServers) {
       touched.services.add(vs.key);
+      let contenders = this.wanted.get(vs.key);
+      if (!contenders) this.wanted.set(vs.key, (contenders = new Set()));
+      contenders.add(key);
       const holder = this.claims.get(vs.key);
       if (holder && holder !== key) {
         this.log.error(`Service ${key}: ${vs.key} is already served for Service ${holder}; skipped`, { service: key });
@@ -217,10 +232,11 @@ export class Reconciler {
     this.dirty.clear();
     const t1 = performance.now();
 
+    let timeoutsOk = true;
     try {
       if (full) {
         await this.kernel.ensureDummyLink(this.ifname);
-        await this.syncTimeouts();
+        timeoutsOk = await this.syncTimeouts();
         const [table, bound] = await Promise.all([this.kernel.dumpTable(), this.kernel.listAddresses(this.ifname)]);
         this.observed = observedFromKernel(table, bound, this.desired);
         this.needFull = false;
@@ -242,7 +258,7 @@ export class Reconciler {
         phases: { desired: t1 - t0, read: t2 - t1, diff: t3 - t2, apply: t4 - t3 },
       };
       if (ops.length) this.log.info('sync', { ...this.lastReport });
-      if (result.errors.length) {
+      if (result.errors.length || !timeoutsOk) {
         this.needFull = true;
         return 'failed';
       }
@@ -256,14 +272,23 @@ export class Reconciler {
     }
   }
 
-  /** Sets the configured IPVS timeouts when the kernel's differ (0 = leave the kernel's value). */
-  private async syncTimeouts(): Promise<void> {
+  /**
+   * Sets the configured IPVS timeouts when the kernel's differ (0 = leave the kernel's value). A refusal
+   * is logged and fails the sync (so it is retried), but never holds back the services' programming.
+   */
+  private async syncTimeouts(): Promise<boolean> {
     const want = this.config.timeouts;
-    if (!want.tcp && !want.tcpFin && !want.udp) return;
-    const have = await this.kernel.getTimeouts();
-    if ((want.tcp && want.tcp !== have.tcp) || (want.tcpFin && want.tcpFin !== have.tcpFin) || (want.udp && want.udp !== have.udp)) {
-      await this.kernel.setTimeouts(want);
-      this.log.info('IPVS timeouts set', { old: have, new: want });
+    if (!want.tcp && !want.tcpFin && !want.udp) return true;
+    try {
+      const have = await this.kernel.getTimeouts();
+      if ((want.tcp && want.tcp !== have.tcp) || (want.tcpFin && want.tcpFin !== have.tcpFin) || (want.udp && want.udp !== have.udp)) {
+        await this.kernel.setTimeouts(want);
+        this.log.info('IPVS timeouts set', { old: have, new: want });
+      }
+      return true;
+    } catch (err) {
+      this.log.error(`setting IPVS timeouts ${JSON.stringify(want)} failed: ${(err as Error).message}`, { errno: (err as { code?: string }).code });
+      return false;
     }
   }
 
