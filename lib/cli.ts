@@ -9,7 +9,7 @@ import { startAgent } from './agent.js';
 import { KernelSupportError } from './errors.js';
 import { parseBindAddress } from './http.js';
 import { createLogger } from './log.js';
-import { isScheduler, parseSeconds, schedulerFlagBits, SCHEDULERS, splitList, type ProxyConfig } from './proxy/config.js';
+import { parseSeconds, schedulerOverrides, SCHEDULERS, type ProxyConfig } from './proxy/config.js';
 import { statusMain } from './status.js';
 
 const AGENT_FLAGS = {
@@ -64,21 +64,11 @@ export function agentOptions(argv: string[]) {
   }
   const v = parsed.values as Record<string, string | boolean | undefined>;
   const str = (k: string) => v[k] as string | undefined;
-  const overrides: Partial<ProxyConfig> = {};
-  const scheduler = str('ipvs-scheduler');
-  if (scheduler !== undefined) {
-    if (!isScheduler(scheduler)) throw new UsageError(`--ipvs-scheduler: unknown scheduler "${scheduler}" (known: ${SCHEDULERS.join(' ')})`);
-    overrides.scheduler = scheduler;
-    overrides.schedulerFlags = [];
-  }
-  if (str('ipvs-scheduler-flags') !== undefined) {
-    const flags = splitList(str('ipvs-scheduler-flags')!);
-    try {
-      schedulerFlagBits(scheduler ?? 'sh', flags);
-    } catch (err) {
-      throw new UsageError(`--ipvs-scheduler-flags: ${(err as Error).message}`);
-    }
-    overrides.schedulerFlags = flags;
+  let overrides: Partial<ProxyConfig>;
+  try {
+    overrides = schedulerOverrides(str('ipvs-scheduler'), str('ipvs-scheduler-flags'));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
   const timeout = (flag: string) => {
     const t = str(flag);

@@ -64,7 +64,7 @@ import type {
 } from './kernel/types.js';
 import type { Logger } from './log.js';
 import {
-  applyConfigMap, DEFAULT_CONFIG, isScheduler, parseSeconds, SCHEDULER_FLAGS, schedulerFlagBits, SCHEDULERS, splitList,
+  applyConfigMap, DEFAULT_CONFIG, parseSeconds, SCHEDULER_FLAGS, schedulerOverrides,
   type ProxyConfig,
 } from './proxy/config.js';
 import { desiredForService, objectKey, type DesiredVirtualServer, type ObjectError } from './proxy/desired.js';
@@ -558,20 +558,11 @@ export function statusOptions(argv: string[]): StatusOptions {
   }
   const v = parsed.values as Record<string, string | boolean | undefined>;
   const str = (k: string) => v[k] as string | undefined;
-  const overrides: Partial<ProxyConfig> = {};
-  const scheduler = str('ipvs-scheduler');
-  if (scheduler !== undefined) {
-    if (!isScheduler(scheduler)) throw new StatusUsageError(`--ipvs-scheduler: unknown scheduler "${scheduler}" (known: ${SCHEDULERS.join(' ')})`);
-    [overrides.scheduler, overrides.schedulerFlags] = [scheduler, []];
-  }
-  const flagsText = str('ipvs-scheduler-flags');
-  if (flagsText !== undefined) {
-    try {
-      overrides.schedulerFlags = splitList(flagsText);
-      schedulerFlagBits(scheduler ?? 'sh', overrides.schedulerFlags);
-    } catch (err) {
-      throw new StatusUsageError(`--ipvs-scheduler-flags: ${(err as Error).message}`);
-    }
+  let overrides: Partial<ProxyConfig>;
+  try {
+    overrides = schedulerOverrides(str('ipvs-scheduler'), str('ipvs-scheduler-flags'));
+  } catch (err) {
+    throw new StatusUsageError((err as Error).message);
   }
   const output = str('output') ?? 'table';
   if (!['table', 'wide', 'json', 'yaml'].includes(output)) throw new StatusUsageError(`--output: must be wide, json or yaml, not "${output}"`);

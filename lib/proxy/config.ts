@@ -48,6 +48,29 @@ export function schedulerFlagBits(scheduler: string, names: readonly string[]): 
   return bits;
 }
 
+/**
+ * The scheduler settings of the --ipvs-scheduler and --ipvs-scheduler-flags flags (agent and status),
+ * as config overrides. Throws an Error naming the flag on an unknown scheduler or a flag that does
+ * not fit it (flags without a scheduler are checked against sh, the first scheduler that has any).
+ */
+export function schedulerOverrides(scheduler: string | undefined, flagsText: string | undefined): Partial<ProxyConfig> {
+  const overrides: Partial<ProxyConfig> = {};
+  if (scheduler !== undefined) {
+    if (!isScheduler(scheduler)) throw new Error(`--ipvs-scheduler: unknown scheduler "${scheduler}" (known: ${SCHEDULERS.join(' ')})`);
+    [overrides.scheduler, overrides.schedulerFlags] = [scheduler, []];
+  }
+  if (flagsText !== undefined) {
+    const flags = splitList(flagsText);
+    try {
+      schedulerFlagBits(scheduler ?? 'sh', flags);
+    } catch (err) {
+      throw new Error(`--ipvs-scheduler-flags: ${(err as Error).message}`);
+    }
+    overrides.schedulerFlags = flags;
+  }
+  return overrides;
+}
+
 export function splitList(text: string): string[] {
   return text.split(',').map((s) => s.trim()).filter(Boolean);
 }

@@ -8,7 +8,6 @@ import type { V1EndpointSlice, V1Service, V1ServicePort } from '@kubernetes/clie
 import ipaddr from 'ipaddr.js';
 import { hostNetmask, isDottedQuad, sameRealServer, sameVirtualServer, serviceKey } from '../kernel/ids.js';
 import type { Destination, Family, LinkAddress, Protocol, VirtualServer } from '../kernel/types.js';
-import { SERVICE_NAME_LABEL } from '../sources/types.js';
 import { isScheduler, schedulerFlagBits, splitList, type ProxyConfig } from './config.js';
 
 export const ANNOTATION_SCHEDULER = 'kipvs.io/scheduler';
