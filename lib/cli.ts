@@ -6,6 +6,9 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startAgent } from './agent.js';
+import { cleanup } from './cleanup.js';
+import { NetlinkKernel } from './kernel/netlink.js';
+import { DUMMY_LINK } from './proxy/reconciler.js';
 import { KernelSupportError } from './errors.js';
 import { parseBindAddress } from './http.js';
 import { createLogger } from './log.js';
@@ -27,6 +30,7 @@ const AGENT_FLAGS = {
   'ipvs-udp-timeout': { type: 'string', help: 'IPVS UDP timeout' },
   'healthz-bind-address': { type: 'string', default: '0.0.0.0:10256', help: 'HOST:PORT for /healthz and /livez ("" to disable)' },
   'metrics-bind-address': { type: 'string', default: '127.0.0.1:10249', help: 'HOST:PORT for /metrics ("" to disable)' },
+  cleanup: { type: 'boolean', help: 'remove what kipvs created (its virtual servers, their addresses, kube-ipvs0) and exit' },
   v: { type: 'string', default: '0', help: 'log verbosity (0-1 info, 2+ debug)' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const;
@@ -97,6 +101,7 @@ export function agentOptions(argv: string[]) {
   if (source !== 'kube' && !/^dir:.+/.test(source)) throw new UsageError(`--source: must be "kube" or "dir:PATH", not "${source}"`);
   return {
     help: v.help === true,
+    cleanup: v.cleanup === true,
     verbosity,
     source,
     kubeconfig: str('kubeconfig'),
@@ -111,10 +116,23 @@ export function agentOptions(argv: string[]) {
   };
 }
 
-async function agent(argv: string[]): Promise<void> {
+/** Runs the agent (resolves -1: keep running) or its --help/--cleanup (resolves an exit code). */
+async function agent(argv: string[]): Promise<number> {
   const o = agentOptions(argv);
-  if (o.help) return void console.log(usage());
+  if (o.help) {
+    console.log(usage());
+    return 0;
+  }
   const logger = createLogger(o.verbosity);
+  if (o.cleanup) {
+    const kernel = await NetlinkKernel.open(o.netns);
+    try {
+      const r = await cleanup(kernel, DUMMY_LINK, logger);
+      return r.errors.length ? 1 : 0;
+    } finally {
+      await kernel.close();
+    }
+  }
   const a = await startAgent({ ...o, logger });
   const stop = async (signal: string) => {
     logger.info(`${signal}: stopping; the kernel state is left as it is`);
@@ -124,6 +142,7 @@ async function agent(argv: string[]): Promise<void> {
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
   await a.ready;
+  return -1;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -131,8 +150,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (cmd) {
       case 'agent':
-        await agent(rest);
-        return -1; // keeps running
+        return await agent(rest);
       case 'status':
         return await statusMain(rest);
       case undefined:

@@ -1,7 +1,9 @@
 // rtnetlink scenarios on the real kernel: the dummy link kube-ipvs0 and its VIP addresses,
 // cross-checked with iproute2. Expectations live in links.test.ts on the host.
 
+import { cleanup } from '../../lib/cleanup.js';
 import type { KernelOp, LinkAddress } from '../../lib/kernel/types.js';
+import { silentLogger } from '../../lib/log.js';
 import type { Scenario } from './harness.js';
 
 const v4 = (address: string): LinkAddress => ({ family: 4, address, prefixLength: 32 });
@@ -55,4 +57,21 @@ const manyAddresses: Scenario = {
   },
 };
 
-export const scenarios: Scenario[] = [dummy, manyAddresses];
+/** --cleanup on the real kernel: kipvs' virtual servers and link go, ipvsadm's own services stay. */
+const cleanupScenario: Scenario = {
+  name: 'cleanup removes only what kipvs created',
+  async run(ctx) {
+    await ctx.kernel.ensureDummyLink('kube-ipvs0');
+    const svc = { family: 4 as const, protocol: 'TCP' as const, address: '10.96.0.10', port: 80, fwmark: 0, scheduler: 'rr', flags: 0, timeout: 0, netmask: 0xffffffff, peName: '' };
+    await ctx.kernel.apply([
+      { kind: 'addAddress', ifname: 'kube-ipvs0', address: v4('10.96.0.10') },
+      { kind: 'addService', service: svc },
+      { kind: 'addDestination', service: svc, destination: { family: 4, address: '10.244.1.5', port: 8080, forward: 'masq', weight: 1, upperThreshold: 0, lowerThreshold: 0 } },
+    ]);
+    ctx.sh('ipvsadm -A -t 192.168.9.9:80 -s wrr && ipvsadm -A -f 5 -s rr');
+    const result = await cleanup(ctx.kernel, 'kube-ipvs0', silentLogger);
+    return { result, ipvsadm: ctx.sh('ipvsadm -Sn').trim().split('\n').sort(), link: ctx.sh('ip -o link show kube-ipvs0 2>&1 || true').trim() };
+  },
+};
+
+export const scenarios: Scenario[] = [dummy, manyAddresses, cleanupScenario];

@@ -48,3 +48,10 @@ test('500 VIPs bind and unbind in one batch each', () => {
   const v = scenario('500 addresses in one batch');
   expect(v).toMatchObject({ applied: 500, errors: [], counted: 500, removedErrors: [], left: 0 });
 });
+
+test('--cleanup removes kipvs\' virtual servers and kube-ipvs0; ipvsadm\'s own services stay', () => {
+  const v = scenario('cleanup removes only what kipvs created');
+  expect(v.result).toEqual({ services: 1, addresses: 1, link: true, errors: [] });
+  expect(v.ipvsadm).toEqual(['-A -f 5 -s rr', '-A -t 192.168.9.9:80 -s wrr']);
+  expect(v.link).toBe('Device "kube-ipvs0" does not exist.');
+});
