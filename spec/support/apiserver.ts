@@ -2,7 +2,9 @@
 // lines, resourceVersions, bookmarks, 410 Gone, Status errors) that the unmodified
 // @kubernetes/client-node runs against it. State lives in memory and survives stop()/start(), so a
 // test can take the server away, change objects meanwhile and bring it back on the same port.
-// Only GET is served over HTTP; tests write objects through create/update/delete.
+// GET is served over HTTP for every resource; events.k8s.io/v1 Events can also be created (POST)
+// and patched (merge or strategic-merge PATCH), as the agent's recorder does. Tests write the other
+// objects through create/update/delete.
 
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -11,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 
-export type Resource = 'services' | 'endpointslices' | 'nodes' | 'configmaps';
+export type Resource = 'services' | 'endpointslices' | 'nodes' | 'configmaps' | 'events';
 
 /** The wire form of any object: what the real server sends (dates as strings, kind on watch). */
 export interface WireObject {
@@ -32,7 +34,10 @@ const RESOURCES: Record<Resource, ResourceInfo> = {
   endpointslices: {
     prefix: '/apis/discovery.k8s.io/v1', apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', namespaced: true,
   },
+  events: { prefix: '/apis/events.k8s.io/v1', apiVersion: 'events.k8s.io/v1', kind: 'Event', namespaced: true },
 };
+/** Resources that may be written over HTTP (POST to create, PATCH to patch). */
+const WRITABLE: ReadonlySet<Resource> = new Set(['events']);
 
 export interface ApiServerOptions {
   /** Events kept for watches that resume from a resourceVersion (default 1000); older → 410 Gone. */
@@ -179,6 +184,12 @@ export class TestApiServer {
     return o && clone(o);
   }
 
+  /** Every stored object of `resource` (in `namespace` when given), sorted by namespace/name. */
+  all(resource: Resource, namespace?: string): WireObject[] {
+    return [...this.objects.get(resource)!.values()].filter((o) => namespace === undefined || o.metadata?.namespace === namespace)
+      .sort((a, b) => keyOf(a).localeCompare(keyOf(b))).map(clone);
+  }
+
   /** Makes every request on `resource` (list and watch) answer this HTTP status as a Status
    *  error, like an overloaded or misconfigured server; undefined clears it. */
   setFailure(resource: Resource, code: number | undefined): void {
@@ -232,10 +243,18 @@ export class TestApiServer {
       if (this.opts.token && req.headers.authorization !== `Bearer ${this.opts.token}`) {
         throw new HttpError(401, 'Unauthorized', 'Unauthorized');
       }
-      if (req.method !== 'GET') throw new HttpError(405, 'MethodNotAllowed', `${req.method} is not supported by the test server`);
       const { resource, namespace, name } = route(url.pathname);
       const failure = this.failures.get(resource);
-      if (failure) throw new HttpError(failure, 'InternalError', `injected failure ${failure} on ${resource}`);
+      if (failure) {
+        const reason = failure === 403 ? 'Forbidden' : failure === 401 ? 'Unauthorized' : 'InternalError';
+        throw new HttpError(failure, reason, `injected failure ${failure} on ${resource}`);
+      }
+      if (req.method === 'POST' || req.method === 'PATCH') {
+        if (!WRITABLE.has(resource)) throw new HttpError(405, 'MethodNotAllowed', `${req.method} on ${resource} is not supported by the test server`);
+        this.write(req, res, resource, namespace, name);
+        return;
+      }
+      if (req.method !== 'GET') throw new HttpError(405, 'MethodNotAllowed', `${req.method} is not supported by the test server`);
       if (name !== undefined) return this.getOne(res, resource, namespace, name);
       const filter = selectorFilter(namespace, query.fieldSelector, query.labelSelector);
       if (watch) this.watch(res, resource, filter, query);
@@ -244,6 +263,48 @@ export class TestApiServer {
       const err = e instanceof HttpError ? e : new HttpError(500, 'InternalError', String(e));
       reply(res, err.code, status(err.code, err.reason, err.message));
     }
+  }
+
+  /** POST (create) on a namespaced collection, PATCH (JSON merge; strategic merge is the same for
+   *  Events, which have no merge keys) on a named object. */
+  private write(req: http.IncomingMessage, res: http.ServerResponse, resource: Resource, namespace: string | undefined, name: string | undefined): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      try {
+        if (req.method === 'PATCH') {
+          const type = String(req.headers['content-type'] ?? '').split(';')[0].trim();
+          if (type !== 'application/merge-patch+json' && type !== 'application/strategic-merge-patch+json') {
+            throw new HttpError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got "${type}")`);
+          }
+        }
+        let body: unknown;
+        try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch { throw new HttpError(400, 'BadRequest', 'the body is not JSON'); }
+        if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'BadRequest', 'the body is not an object');
+        if (req.method === 'POST') {
+          if (name !== undefined || namespace === undefined) throw new HttpError(405, 'MethodNotAllowed', 'POST is for a namespaced collection');
+          const o = body as WireObject;
+          const bodyNs = o.metadata?.namespace;
+          if (bodyNs !== undefined && bodyNs !== namespace) {
+            throw new HttpError(400, 'BadRequest', `the namespace of the object (${bodyNs}) does not match the namespace on the request (${namespace})`);
+          }
+          if (!o.metadata?.name) throw new HttpError(422, 'Invalid', 'metadata.name: Required value');
+          if (this.get(resource, namespace, o.metadata.name)) throw new HttpError(409, 'AlreadyExists', `${resource} "${o.metadata.name}" already exists`);
+          if (resource === 'events') eventProblems(o, namespace);
+          const { resourceVersion: _rv, ...meta } = o.metadata;
+          return reply(res, 201, this.create(resource, { ...o, metadata: { ...meta, namespace } }));
+        }
+        if (name === undefined) throw new HttpError(405, 'MethodNotAllowed', 'PATCH needs a name');
+        const old = this.get(resource, namespace, name);
+        if (!old) throw new HttpError(404, 'NotFound', `${resource} "${name}" not found`);
+        const patched = mergePatch(old, body) as WireObject;
+        patched.metadata = { ...patched.metadata, resourceVersion: undefined };
+        reply(res, 200, this.update(resource, patched));
+      } catch (e) {
+        const err = e instanceof HttpError ? e : new HttpError(500, 'InternalError', String(e));
+        reply(res, err.code, status(err.code, err.reason, err.message));
+      }
+    });
   }
 
   private getOne(res: http.ServerResponse, resource: Resource, namespace: string | undefined, name: string): void {
@@ -299,6 +360,34 @@ function deliver(w: Watcher, ev: Event): void {
   else if (before) send(w.res, 'DELETED', ev.object);
 }
 
+/** The real server's checks on an events.k8s.io/v1 create (ValidateEventCreate), as a 422. */
+function eventProblems(o: WireObject, namespace: string): void {
+  const problems: string[] = [];
+  const regarding = o.regarding as { namespace?: string } | undefined;
+  if (typeof o.eventTime !== 'string' || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(o.eventTime)) problems.push('eventTime: Required value (a MicroTime)');
+  if (o.type !== 'Normal' && o.type !== 'Warning') problems.push(`type: Invalid value: ${JSON.stringify(o.type)}`);
+  for (const f of ['reportingController', 'reportingInstance', 'action', 'reason']) {
+    if (typeof o[f] !== 'string' || !o[f]) problems.push(`${f}: Required value`);
+  }
+  if (typeof o.note === 'string' && Buffer.byteLength(o.note) > 1024) problems.push('note: Too long: may not be more than 1024 bytes');
+  if (regarding?.namespace !== undefined && regarding.namespace !== namespace) problems.push('regarding.namespace: does not match event.namespace');
+  for (const f of ['deprecatedSource', 'deprecatedFirstTimestamp', 'deprecatedLastTimestamp', 'deprecatedCount']) {
+    if (o[f] !== undefined && o[f] !== null) problems.push(`${f}: Forbidden: needs to be unset`);
+  }
+  if (problems.length) throw new HttpError(422, 'Invalid', `Event.events.k8s.io "${o.metadata?.name}" is invalid: ${problems.join(', ')}`);
+}
+
+/** RFC 7386 JSON merge patch. */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return clone(patch);
+  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
 function send(res: http.ServerResponse, type: string, object: WireObject): void {
   if (!res.writableEnded && !res.destroyed) res.write(`${JSON.stringify({ type, object })}\n`);
 }
@@ -315,8 +404,8 @@ function parseRv(v: string | undefined): number | undefined {
 }
 
 const PATTERNS = [
-  /^(?<prefix>\/api\/v1|\/apis\/discovery\.k8s\.io\/v1)\/namespaces\/(?<namespace>[^/]+)\/(?<resource>[^/]+)(?:\/(?<name>[^/]+))?$/,
-  /^(?<prefix>\/api\/v1|\/apis\/discovery\.k8s\.io\/v1)\/(?<resource>[^/]+)(?:\/(?<name>[^/]+))?$/,
+  /^(?<prefix>\/api\/v1|\/apis\/(?:discovery|events)\.k8s\.io\/v1)\/namespaces\/(?<namespace>[^/]+)\/(?<resource>[^/]+)(?:\/(?<name>[^/]+))?$/,
+  /^(?<prefix>\/api\/v1|\/apis\/(?:discovery|events)\.k8s\.io\/v1)\/(?<resource>[^/]+)(?:\/(?<name>[^/]+))?$/,
 ];
 
 function route(path: string): { resource: Resource; namespace?: string; name?: string } {
