@@ -5,6 +5,7 @@
 
 import { KubeConfig } from '@kubernetes/client-node';
 import { hostname } from 'node:os';
+import { EventRecorder, reasonFor } from './events.js';
 import { NetlinkKernel } from './kernel/netlink.js';
 import type { Kernel } from './kernel/types.js';
 import type { Logger } from './log.js';
@@ -44,6 +45,8 @@ export interface Agent {
   runner: SyncRunner;
   source: Source;
   kernel: Kernel;
+  /** Events on Services in error (kube source only). */
+  recorder?: EventRecorder;
   /** Where /healthz and /metrics listen (host:port as bound), when enabled. */
   addresses: { healthz?: string; metrics?: string };
   /** Resolves once Services and EndpointSlices are listed and the first sync has run. */
@@ -56,16 +59,16 @@ export function splitName(text: string): { namespace: string; name: string } {
   return b === undefined ? { namespace: 'default', name: a } : { namespace: a, name: b };
 }
 
-function makeSource(o: AgentOptions, nodeName: string): Source {
+function makeSource(o: AgentOptions, nodeName: string): { source: Source; kubeConfig?: KubeConfig } {
   const cm = splitName(o.configMap);
   if (o.source.startsWith('dir:')) {
-    return new DirSource(o.source.slice(4), { nodeName, configMap: `${cm.namespace}/${cm.name}` });
+    return { source: new DirSource(o.source.slice(4), { nodeName, configMap: `${cm.namespace}/${cm.name}` }) };
   }
   if (o.source !== 'kube') throw new Error(`--source must be "kube" or "dir:PATH", not "${o.source}"`);
   const kubeConfig = new KubeConfig();
   if (o.kubeconfig) kubeConfig.loadFromFile(o.kubeconfig);
   else kubeConfig.loadFromDefault();
-  return new KubeSource({ kubeConfig, nodeName, configMap: cm, logger: o.logger });
+  return { kubeConfig, source: new KubeSource({ kubeConfig, nodeName, configMap: cm, logger: o.logger }) };
 }
 
 export async function startAgent(o: AgentOptions): Promise<Agent> {
@@ -74,8 +77,15 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   const kernel = o.kernel ?? (await NetlinkKernel.open(o.netns));
   const info = await kernel.ipvsInfo();
   log.info('kernel IPVS ready', { version: info.version, connTabSize: info.connTabSize, netns: o.netns ?? 'current' });
-  const source = makeSource(o, nodeName);
-  const reconciler = new Reconciler({ kernel, source, logger: log, overrides: o.overrides });
+  const { source, kubeConfig } = makeSource(o, nodeName);
+  // Events on the Services in error, with the API server as source only (there is none to tell otherwise).
+  const recorder = kubeConfig && new EventRecorder({ api: kubeConfig, instance: nodeName, logger: log });
+  const onObjectErrors = recorder && ((key: string, errors: readonly { object: string; reason: string }[]) => {
+    const { namespace, name } = splitName(key);
+    const uid = source.snapshot().services.get(key)?.metadata?.uid;
+    for (const e of errors) recorder.warn({ namespace, name, uid }, reasonFor(e), `${e.object}: ${e.reason}`);
+  });
+  const reconciler = new Reconciler({ kernel, source, logger: log, overrides: o.overrides, onObjectErrors });
   const metrics = new Metrics(kernel, reconciler);
   let firstSync: () => void = () => {};
   const synced = new Promise<void>((resolve) => (firstSync = resolve));
@@ -125,11 +135,13 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     runner,
     source,
     kernel,
+    recorder,
     ready,
     async stop() {
       for (const s of servers) s?.close();
       await runner.stop();
       await source.stop();
+      await recorder?.close();
       await kernel.close();
     },
   };

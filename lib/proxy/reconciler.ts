@@ -35,6 +35,8 @@ export interface ReconcilerOptions {
   defaults?: ProxyConfig;
   overrides?: Partial<ProxyConfig>;
   ifname?: string;
+  /** Called with a Service's errors whenever they change to a new, non-empty set (when they are logged). */
+  onObjectErrors?: (service: string, errors: readonly ObjectError[]) => void;
 }
 
 export class Reconciler {
@@ -44,6 +46,7 @@ export class Reconciler {
   private readonly ifname: string;
   private readonly defaults: ProxyConfig;
   private readonly overrides: Partial<ProxyConfig>;
+  private readonly onObjectErrors: ReconcilerOptions['onObjectErrors'];
   config: ProxyConfig;
   private configMapVersion: string | undefined = '\0';
 
@@ -73,6 +76,7 @@ export class Reconciler {
     this.ifname = opts.ifname ?? DUMMY_LINK;
     this.defaults = opts.defaults ?? DEFAULT_CONFIG;
     this.overrides = opts.overrides ?? {};
+    this.onObjectErrors = opts.onObjectErrors;
     this.config = { ...this.defaults, ...this.overrides };
   }
 
@@ -144,6 +148,7 @@ export class Reconciler {
       else this.objectErrors.delete(key);
       if ((errors.length || previous) && JSON.stringify(errors) !== JSON.stringify(previous ?? [])) {
         for (const e of errors) this.log.error(`${e.object}: ${e.reason}`, { object: e.object, service: key });
+        if (errors.length) this.onObjectErrors?.(key, errors);
       }
       if (!result.valid) {
         // Keep what was programmed for it: a Service that became unreadable must not lose its VIP.
