@@ -5,8 +5,8 @@
 #   build/vm/initrd.img   busybox-static + the modules IPVS tests need + vm/init as /init
 #   build/vm/kernel.env   KERNEL_RELEASE / KERNEL_PKG / KERNEL_VERSION, read by vm/run
 # Usage: vm/build.sh [OUTDIR]   (default build/vm; `make vm` calls it only when an output is missing)
-# Needs (Debian 12): apt, dpkg, kmod (depmod/modprobe), busybox-static, cpio, xz-utils. No root needed for the build
-# itself except for `apt-get update` when the package lists are empty.
+# Needs (Debian 12): apt, dpkg, kmod (depmod/modprobe), busybox-static, cpio, xz-utils (else a slower bzImage
+# boot). Root only for `apt-get update` when the package lists are empty.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/../build/vm}
@@ -16,7 +16,7 @@ trap 'rm -rf "$tmp"' EXIT
 log() { echo "vm/build: $*" >&2; }
 
 for t in apt-get apt-cache dpkg depmod modprobe cpio; do
-  command -v "$t" >/dev/null || { log "missing $t (apt-get install kmod cpio busybox-static)"; exit 1; }
+  command -v "$t" >/dev/null || { log "missing $t (apt-get install apt dpkg kmod cpio)"; exit 1; }
 done
 busybox=/bin/busybox    # must be busybox-static's: it runs as PID 1 with no libc in the initramfs
 dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q installed || { log "missing busybox-static"; exit 1; }
