@@ -54,7 +54,19 @@ async function main() {
       console.log(`  FAIL ${s.name}: ${(err as Error).message}`);
     }
   }
-  writeFileSync(`${outDir}/results.json`, JSON.stringify({ kernel: release, scenarios: results }, null, 1));
+  const json = JSON.stringify({ kernel: release, scenarios: results }, null, 1);
+  // Seen once at the end of a long VM run with the out dir under /tmp: the 9p create answered ENOENT
+  // although the host file was written. A second attempt opens the file that is now there.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      writeFileSync(`${outDir}/results.json`, json);
+      break;
+    } catch (err) {
+      if (attempt === 3) throw err;
+      console.log(`writing results.json: ${(err as Error).message}; retrying`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
   console.log(`kernel scenarios: ${chosen.length} ran, ${failed} failed, on Linux ${release}`);
 }
 
