@@ -23,15 +23,16 @@ import {
   serviceAttrs,
   serviceIdAttrs,
 } from './messages.js';
-import { Cmd, CmdAttrs, CtrlAttrs, CTRL_CMD_GETFAMILY, GENL_ID_CTRL, InfoAttrs, IPVS_GENL_NAME, IPVS_GENL_VERSION } from './schema.js';
+import { Cmd, CmdAttrs, CtrlAttrs, ServiceAttrs, CTRL_CMD_GETFAMILY, GENL_ID_CTRL, InfoAttrs, IPVS_GENL_NAME, IPVS_GENL_VERSION } from './schema.js';
 
 type IpvsOp = Extract<KernelOp, { service: unknown }>;
 
-function genlPayload(cmd: number, version: number, attrs: Buffer): Buffer {
-  const hdr = Buffer.alloc(4);
-  hdr.writeUInt8(cmd, 0);
-  hdr.writeUInt8(version, 1);
-  return Buffer.concat([hdr, attrs]);
+/** genl header {cmd u8, version u8, reserved u16} followed by the attributes, in one buffer. */
+function genlPayload(cmd: number, version: number, table: AttrTable, attrs: AttrRecord): Buffer {
+  const buf = encodeAttrs(table, attrs, 4);
+  buf.writeUInt8(cmd, 0);
+  buf.writeUInt8(version, 1);
+  return buf;
 }
 
 /** Sockets that dump in parallel: a socket runs one dump at a time, and a full sync dumps every service. */
@@ -39,6 +40,7 @@ const DUMP_SOCKETS = 4;
 
 export class IpvsClient {
   private readonly dumpers: NetlinkChannel[];
+  private readonly idCache = new WeakMap<ServiceId, Buffer>();
   private nextDumper = 0;
 
   private constructor(
@@ -53,7 +55,7 @@ export class IpvsClient {
   static async open(netns?: string): Promise<IpvsClient> {
     const chan = new NetlinkChannel(NetlinkProtocol.GENERIC, netns);
     try {
-      const payload = genlPayload(CTRL_CMD_GETFAMILY, 1, encodeAttrs(CtrlAttrs, { familyName: IPVS_GENL_NAME }));
+      const payload = genlPayload(CTRL_CMD_GETFAMILY, 1, CtrlAttrs, { familyName: IPVS_GENL_NAME });
       const [reply] = await chan.request({ type: GENL_ID_CTRL, payload });
       const attrs = decodeAttrs(CtrlAttrs, reply.data.subarray(4));
       return new IpvsClient(chan, attrs.familyId as number, netns);
@@ -69,7 +71,7 @@ export class IpvsClient {
   }
 
   private req(cmd: number, attrs: AttrRecord, flags = 0): NlRequest {
-    return { type: this.familyId, flags, payload: genlPayload(cmd, IPVS_GENL_VERSION, encodeAttrs(CmdAttrs, attrs)) };
+    return { type: this.familyId, flags, payload: genlPayload(cmd, IPVS_GENL_VERSION, CmdAttrs, attrs) };
   }
 
   private async call(what: string, req: NlRequest, dump = false, table: AttrTable = CmdAttrs): Promise<AttrRecord[]> {
@@ -131,12 +133,22 @@ export class IpvsClient {
       case 'deleteService':
         return this.req(Cmd.DEL_SERVICE, { service: serviceIdAttrs(op.service) });
       case 'addDestination':
-        return this.req(Cmd.NEW_DEST, { service: serviceIdAttrs(op.service), dest: destinationAttrs(op.destination) });
+        return this.req(Cmd.NEW_DEST, { service: this.encodedId(op.service), dest: destinationAttrs(op.destination) });
       case 'updateDestination':
-        return this.req(Cmd.SET_DEST, { service: serviceIdAttrs(op.service), dest: destinationAttrs(op.destination) });
+        return this.req(Cmd.SET_DEST, { service: this.encodedId(op.service), dest: destinationAttrs(op.destination) });
       case 'deleteDestination':
-        return this.req(Cmd.DEL_DEST, { service: serviceIdAttrs(op.service), dest: destinationIdAttrs(op.destination) });
+        return this.req(Cmd.DEL_DEST, { service: this.encodedId(op.service), dest: destinationIdAttrs(op.destination) });
     }
+  }
+
+  /**
+   * The service-identity attributes, encoded once per service object: a sync's destination ops share
+   * their service's object, so a service with N real servers is encoded once, not N times.
+   */
+  private encodedId(service: ServiceId): Buffer {
+    let buf = this.idCache.get(service);
+    if (!buf) this.idCache.set(service, (buf = encodeAttrs(ServiceAttrs, serviceIdAttrs(service))));
+    return buf;
   }
 
   /** Batched writes; errnos per request (0 = applied). */

@@ -48,7 +48,7 @@ function valueSize(row: AttrRow, value: AttrValue): number {
   const fixed = FIXED_SIZE[row.type];
   if (fixed !== undefined) return fixed;
   if (row.type === 'string') return Buffer.byteLength(value as string) + 1;
-  if (row.type === 'binary') return (value as Buffer).length;
+  if (row.type === 'binary' || Buffer.isBuffer(value)) return (value as Buffer).length;
   return streamSize(row.nested!, value as AttrRecord);
 }
 
@@ -94,8 +94,8 @@ function writeStream(table: AttrTable, record: AttrRecord, buf: Buffer, off: num
         buf.writeUInt32LE((value as FlagsValue).flags >>> 0, at);
         len = buf.writeUInt32LE((value as FlagsValue).mask >>> 0, at + 4) - at;
         break;
-      case 'nested':
-        len = writeStream(row.nested!, value as AttrRecord, buf, at) - at;
+      case 'nested': // a record, or a stream already encoded by encodeAttrs (reused across many messages)
+        len = Buffer.isBuffer(value) ? value.copy(buf, at) : writeStream(row.nested!, value as AttrRecord, buf, at) - at;
         break;
     }
     buf.writeUInt16LE(4 + len, off);
@@ -105,10 +105,13 @@ function writeStream(table: AttrTable, record: AttrRecord, buf: Buffer, off: num
   return off;
 }
 
-/** Encodes the fields of `record` present in `table` (in table order) as a TLV stream. */
-export function encodeAttrs(table: AttrTable, record: AttrRecord): Buffer {
-  const buf = Buffer.alloc(streamSize(table, record));
-  writeStream(table, record, buf, 0);
+/**
+ * Encodes the fields of `record` present in `table` (in table order) as a TLV stream, after `headroom`
+ * zero bytes left for the caller's fixed header (genl, ifinfomsg), so a message is built in one buffer.
+ */
+export function encodeAttrs(table: AttrTable, record: AttrRecord, headroom = 0): Buffer {
+  const buf = Buffer.alloc(headroom + streamSize(table, record));
+  writeStream(table, record, buf, headroom);
   return buf;
 }
 

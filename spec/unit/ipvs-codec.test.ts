@@ -70,6 +70,13 @@ describe('wire layout', () => {
     expect(decodeAttrs(CmdAttrs, bytes)).toEqual({ service: { fwmark: 7 } });
   });
 
+  test('a nested value may be given already encoded, with the same bytes as the record', () => {
+    const id = serviceIdAttrs({ family: 4, protocol: 'TCP', address: '10.96.0.10', port: 80, fwmark: 0 });
+    const d = destinationAttrs(dest());
+    expect(hex(encodeAttrs(CmdAttrs, { service: encodeAttrs(ServiceAttrs, id), dest: d }))).toBe(hex(encodeAttrs(CmdAttrs, { service: id, dest: d })));
+    expect(hex(encodeAttrs(CmdAttrs, { service: id }, 4))).toBe('00000000' + hex(encodeAttrs(CmdAttrs, { service: id })));
+  });
+
   test('WEIGHT is u32 (moby/ipvs reads it as u16) and DEST_ADDR_FAMILY is sent', () => {
     const rec = destinationAttrs(dest({ weight: 70000 }));
     expect(rec.addrFamily).toBe(2);
