@@ -5,7 +5,6 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startAgent } from './agent.js';
 import { cleanup } from './cleanup.js';
 import { NetlinkKernel } from './kernel/netlink.js';
 import { DUMMY_LINK } from './proxy/reconciler.js';
@@ -13,7 +12,6 @@ import { KernelSupportError } from './errors.js';
 import { parseBindAddress } from './http.js';
 import { createLogger } from './log.js';
 import { parseSeconds, schedulerOverrides, SCHEDULERS, type ProxyConfig } from './proxy/config.js';
-import { statusMain } from './status.js';
 
 const AGENT_FLAGS = {
   source: { type: 'string', default: 'kube', help: 'where Services/EndpointSlices come from: "kube" (API server) or "dir:PATH" (YAML files)' },
@@ -133,6 +131,9 @@ async function agent(argv: string[]): Promise<number> {
       await kernel.close();
     }
   }
+  // Loaded here, not at the top: @kubernetes/client-node is heavy (seconds under emulation) and
+  // --help, --cleanup and flag errors never need it.
+  const { startAgent } = await import('./agent.js');
   const a = await startAgent({ ...o, logger });
   const stop = async (signal: string) => {
     logger.info(`${signal}: stopping; the kernel state is left as it is`);
@@ -152,7 +153,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'agent':
         return await agent(rest);
       case 'status':
-        return await statusMain(rest);
+        return await (await import('./status.js')).statusMain(rest);
       case undefined:
       case 'help':
       case '--help':
