@@ -3,33 +3,9 @@
 
 import { execSync } from 'node:child_process';
 import { NetlinkKernel } from '../../lib/kernel/netlink.js';
-import type { Destination, Family, KernelOp, Protocol, VirtualServer } from '../../lib/kernel/types.js';
+import type { Family, KernelOp, Protocol } from '../../lib/kernel/types.js';
+import { dst, svc } from '../support/kernel-values.js';
 import { jsonSafe, observe, type Ctx, type Scenario } from './harness.js';
-
-export const svc = (over: Partial<VirtualServer> = {}): VirtualServer => ({
-  family: 4,
-  protocol: 'TCP',
-  address: '10.96.0.10',
-  port: 80,
-  fwmark: 0,
-  scheduler: 'rr',
-  flags: 0,
-  timeout: 0,
-  netmask: over.family === 6 ? 128 : 0xffffffff,
-  peName: '',
-  ...over,
-});
-
-export const dst = (address: string, over: Partial<Destination> = {}): Destination => ({
-  family: address.includes(':') ? 6 : 4,
-  address,
-  port: 8080,
-  forward: 'masq',
-  weight: 1,
-  upperThreshold: 0,
-  lowerThreshold: 0,
-  ...over,
-});
 
 const errorsOf = (r: Awaited<ReturnType<NetlinkKernel['apply']>>) =>
   r.errors.map((e) => ({ index: e.index, code: e.code, message: e.message }));

@@ -4,6 +4,7 @@
 import { cleanup } from '../../lib/cleanup.js';
 import type { KernelOp, LinkAddress } from '../../lib/kernel/types.js';
 import { silentLogger } from '../../lib/log.js';
+import { dst, svc } from '../support/kernel-values.js';
 import type { Scenario } from './harness.js';
 
 const v4 = (address: string): LinkAddress => ({ family: 4, address, prefixLength: 32 });
@@ -62,11 +63,11 @@ const cleanupScenario: Scenario = {
   name: 'cleanup removes only what kipvs created',
   async run(ctx) {
     await ctx.kernel.ensureDummyLink('kube-ipvs0');
-    const svc = { family: 4 as const, protocol: 'TCP' as const, address: '10.96.0.10', port: 80, fwmark: 0, scheduler: 'rr', flags: 0, timeout: 0, netmask: 0xffffffff, peName: '' };
+    const service = svc();
     await ctx.kernel.apply([
       { kind: 'addAddress', ifname: 'kube-ipvs0', address: v4('10.96.0.10') },
-      { kind: 'addService', service: svc },
-      { kind: 'addDestination', service: svc, destination: { family: 4, address: '10.244.1.5', port: 8080, forward: 'masq', weight: 1, upperThreshold: 0, lowerThreshold: 0 } },
+      { kind: 'addService', service },
+      { kind: 'addDestination', service, destination: dst('10.244.1.5') },
     ]);
     ctx.sh('ipvsadm -A -t 192.168.9.9:80 -s wrr && ipvsadm -A -f 5 -s rr');
     const result = await cleanup(ctx.kernel, 'kube-ipvs0', silentLogger);

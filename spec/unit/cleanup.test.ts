@@ -4,11 +4,10 @@ import { agentOptions } from '../../lib/cli.js';
 import { FakeKernel } from '../../lib/kernel/fake.js';
 import { serviceKey } from '../../lib/kernel/ids.js';
 import type { VirtualServer } from '../../lib/kernel/types.js';
+import { svc } from '../support/kernel-values.js';
 import { captureLogger } from '../support/logger.js';
 
-const vs = (address: string, over: Partial<VirtualServer> = {}): VirtualServer => ({
-  family: 4, protocol: 'TCP', address, port: 80, fwmark: 0, scheduler: 'rr', flags: 0, timeout: 0, netmask: 0xffffffff, peName: '', ...over,
-});
+const vs = (address: string, over: Partial<VirtualServer> = {}) => svc({ address, ...over });
 
 test('only virtual servers on kube-ipvs0 addresses go, then the link; foreign and fwmark services stay', async () => {
   const k = new FakeKernel();

@@ -10,33 +10,12 @@ import {
   serviceIdAttrs,
 } from '../../lib/ipvs/messages.js';
 import type { Destination, VirtualServer } from '../../lib/kernel/types.js';
+import { dst, svc } from '../support/kernel-values.js';
 
 const hex = (b: Buffer) => b.toString('hex');
 
-const vs = (over: Partial<VirtualServer> = {}): VirtualServer => ({
-  family: 4,
-  protocol: 'TCP',
-  address: '10.96.0.10',
-  port: 80,
-  fwmark: 0,
-  scheduler: 'rr',
-  flags: 0,
-  timeout: 0,
-  netmask: 0xffffffff,
-  peName: '',
-  ...over,
-});
-
-const dest = (over: Partial<Destination> = {}): Destination => ({
-  family: 4,
-  address: '10.244.1.5',
-  port: 8080,
-  forward: 'masq',
-  weight: 1,
-  upperThreshold: 0,
-  lowerThreshold: 0,
-  ...over,
-});
+const vs = svc;
+const dest = (over: Partial<Destination> = {}) => dst('10.244.1.5', over);
 
 describe('wire layout', () => {
   test('PORT is big-endian u16, AF and PROTOCOL host-endian u16 (padded to 4)', () => {
