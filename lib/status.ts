@@ -52,7 +52,7 @@
 // Service named on the command line does not exist; 2 usage error; 3 the kernel or the API view could
 // not be read.
 
-import { CoreV1Api, KubeConfig, type V1ConfigMap, type V1EndpointSlice, type V1Service } from '@kubernetes/client-node';
+import { KubeConfig, type V1ConfigMap, type V1EndpointSlice, type V1Service } from '@kubernetes/client-node';
 import ipaddr from 'ipaddr.js';
 import { dump as yamlDump } from 'js-yaml';
 import { hostname } from 'node:os';
@@ -645,7 +645,6 @@ async function readApi(o: StatusOptions): Promise<ApiView> {
   };
   const cm = o.configMap;
   let source: Source;
-  let core: CoreV1Api | undefined;
   if (o.source.startsWith('dir:')) {
     source = new DirSource(o.source.slice(4), { configMap: `${cm.namespace}/${cm.name}`, watch: false, rescanMs: 0 });
   } else {
@@ -656,33 +655,19 @@ async function readApi(o: StatusOptions): Promise<ApiView> {
     } catch (err) {
       throw new StatusReadError(`cannot load the kubeconfig: ${(err as Error).message}`);
     }
-    core = kubeConfig.makeApiClient(CoreV1Api);
-    // The ConfigMap is read directly, not through the informer: its first list does not gate synced().
-    source = new KubeSource({ kubeConfig, nodeName: hostname(), logger, backoff: { initialMs: 200, maxMs: 2000 } });
+    // Watched like the agent watches it: its first list gates synced(), so the snapshot holds it.
+    source = new KubeSource({ kubeConfig, nodeName: hostname(), configMap: cm, logger, backoff: { initialMs: 200, maxMs: 2000 } });
   }
   const where = o.source === 'kube' ? 'the API server' : o.source.slice(4);
   try {
     await timeout(source.start(() => {}, (e) => errors.push(e)), o.syncTimeoutMs,
-      () => `no Services and EndpointSlices from ${where} within ${o.syncTimeoutMs / 1000}s${lastFailure ? ` (${lastFailure})` : ''}`);
+      () => `no Services, EndpointSlices and ConfigMap ${cm.namespace}/${cm.name} from ${where} within ${o.syncTimeoutMs / 1000}s${lastFailure ? ` (${lastFailure})` : ''}`);
     const snap = source.snapshot();
-    const view: ApiView = { services: new Map(snap.services), endpointSlices: new Map(snap.endpointSlices), configMap: snap.configMap, errors };
-    if (core) view.configMap = await readConfigMap(core, cm, o.syncTimeoutMs);
-    return view;
+    return { services: new Map(snap.services), endpointSlices: new Map(snap.endpointSlices), configMap: snap.configMap, errors };
   } catch (err) {
     throw err instanceof StatusReadError ? err : new StatusReadError(`cannot read ${where}: ${(err as Error).message}`);
   } finally {
     await source.stop().catch(() => {});
-  }
-}
-
-async function readConfigMap(core: CoreV1Api, cm: { namespace: string; name: string }, ms: number): Promise<V1ConfigMap | undefined> {
-  const what = `ConfigMap ${cm.namespace}/${cm.name}`;
-  try {
-    return await timeout(core.readNamespacedConfigMap(cm), ms, () => `no answer for ${what} within ${ms / 1000}s`);
-  } catch (err) {
-    if ((err as { code?: number }).code === 404) return undefined;
-    if (err instanceof StatusReadError) throw err;
-    throw new StatusReadError(`cannot read ${what}: ${(err as Error).message.split('\n')[0]}`);
   }
 }
 

@@ -381,7 +381,7 @@ describe('kipvs status', () => {
     expect(JSON.parse(r.out).items.map((x: StatusRow) => x.details)).toEqual([['scheduler lc≠rr'], []]);
   });
 
-  test('the same view through --source kube (the ConfigMap read directly): the same golden table', async () => {
+  test('the same view through --source kube (the ConfigMap listed by name, as the agent does): the same golden table', async () => {
     const { fake } = await drifted();
     const api = await new TestApiServer({ bookmarkIntervalMs: 0 }).start();
     const dir = mkdtempSync(join(tmpdir(), 'kipvs-status-'));
@@ -392,8 +392,8 @@ describe('kipvs status', () => {
       const r = await run(fake, '--source', 'kube', '--kubeconfig', `${dir}/kubeconfig`);
       expect({ code: r.code, err: r.err }).toEqual({ code: 0, err: WARNING });
       golden('table.txt', r.out);
-      expect(api.requests.filter((q) => q.path.includes('configmaps')).map((q) => q.path))
-        .toEqual(['/api/v1/namespaces/kube-system/configmaps/kipvs']);
+      expect(api.requests.filter((q) => q.path.includes('configmaps') && !q.watch).map((q) => [q.path, q.query.fieldSelector]))
+        .toEqual([['/api/v1/namespaces/kube-system/configmaps', 'metadata.name=kipvs']]);
     } finally {
       await api.stop();
       rmSync(dir, { recursive: true });
@@ -465,7 +465,7 @@ describe('kipvs status', () => {
       const away = await run(new FakeKernel(), '--kubeconfig', `${dir}/kubeconfig`, '--sync-timeout', '1s');
       expect(Date.now() - t0).toBeLessThan(5000);
       expect(away.code).toBe(3);
-      expect(away.err).toMatch(/^kipvs status: no Services and EndpointSlices from the API server within 1s \(informer failed, retrying: .*ECONNREFUSED.*\)\n$/);
+      expect(away.err).toMatch(/^kipvs status: no Services, EndpointSlices and ConfigMap kube-system\/kipvs from the API server within 1s \(informer failed, retrying: .*ECONNREFUSED.*\)\n$/);
     } finally {
       rmSync(dir, { recursive: true });
     }
