@@ -57,7 +57,7 @@ import ipaddr from 'ipaddr.js';
 import { dump as yamlDump } from 'js-yaml';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { destinationKey, hostPort, serviceKey } from './kernel/ids.js';
+import { destinationKey, hostPort, serviceKey, SVC_F_KIPVS } from './kernel/ids.js';
 import { NetlinkKernel } from './kernel/netlink.js';
 import type {
   Destination, DestinationStatus, Family, ForwardMethod, IpvsTable, Kernel, KernelOp, LinkAddress, Protocol, VirtualServer,
@@ -184,7 +184,8 @@ function serviceDifferences(have: VirtualServer, want: VirtualServer): string[] 
   if (ha !== wa) out.push(`affinity ${ha}≠${wa}`);
   else if (have.timeout !== want.timeout) out.push(`timeout ${have.timeout}s≠${want.timeout}s`);
   if (have.netmask !== want.netmask) out.push(`netmask ${netmaskText(have.family, have.netmask)}≠${netmaskText(want.family, want.netmask)}`);
-  const other = ~(PERSISTENT | SCHED_BITS);
+  if ((have.flags ^ want.flags) & SVC_F_KIPVS) out.push(have.flags & SVC_F_KIPVS ? 'marked as kipvs' : 'kipvs mark missing');
+  const other = ~(PERSISTENT | SCHED_BITS | SVC_F_KIPVS);
   if ((have.flags ^ want.flags) & other) out.push(`flags 0x${(have.flags & other).toString(16)}≠0x${(want.flags & other).toString(16)}`);
   return out.length ? out : ['settings differ'];
 }

@@ -55,6 +55,14 @@ export function canonicalAddress(text: string): { family: Family; address: strin
   return { family: addr.kind() === 'ipv4' ? 4 : 6, address: addr.toString() };
 }
 
+/**
+ * kipvs's mark on the virtual servers it creates: a service flag bit the kernel keeps as given
+ * (ip_vs_ctl.c stores u->flags | HASHED and dumps it back) but no scheduler or ipvsadm reads. It is
+ * how kipvs knows, after a restart too, which virtual servers outside kube-ipvs0's addresses (NodePorts
+ * on the node's own addresses) are its own; a service without it there is never touched.
+ */
+export const SVC_F_KIPVS = 0x40000000;
+
 /** Family-default host netmask as IPVS keeps it (IPv4: mask u32, IPv6: prefix length). */
 export function hostNetmask(family: Family): number {
   return family === 4 ? 0xffffffff : 128;

@@ -6,7 +6,7 @@
 
 import type { V1EndpointSlice, V1Service, V1ServicePort } from '@kubernetes/client-node';
 import ipaddr from 'ipaddr.js';
-import { hostNetmask, isDottedQuad, sameRealServer, sameVirtualServer, serviceKey } from '../kernel/ids.js';
+import { hostNetmask, isDottedQuad, sameRealServer, sameVirtualServer, serviceKey, SVC_F_KIPVS } from '../kernel/ids.js';
 import type { Destination, Family, LinkAddress, Protocol, VirtualServer } from '../kernel/types.js';
 import { isScheduler, schedulerFlagBits, splitList, type ProxyConfig } from './config.js';
 
@@ -30,7 +30,33 @@ export interface DesiredVirtualServer {
    * (and flags) it has in the kernel; a new one gets the configured default.
    */
   keepScheduler?: boolean;
+  /** What it serves: the ClusterIP, a NodePort on a node address, an external IP, a load-balancer ingress IP. */
+  kind: ServiceKind;
+  /**
+   * A Local traffic policy applies (internalTrafficPolicy for ClusterIP, externalTrafficPolicy for the
+   * other kinds): only this node's endpoints, and external traffic keeps the client's address.
+   */
+  local: boolean;
+  /** LoadBalancer: spec.loadBalancerSourceRanges as canonical CIDRs; empty = any source. */
+  sourceRanges: readonly string[];
 }
+
+export type ServiceKind = 'ClusterIP' | 'NodePort' | 'ExternalIP' | 'LoadBalancer';
+
+/** What desired state needs to know of the node it runs on. */
+export interface NodeContext {
+  /** The Node's name: endpoints with this nodeName are local. '' = none is. */
+  name: string;
+  /** Its topology.kubernetes.io/zone label, for topology hints. */
+  zone?: string;
+  /** The addresses NodePorts are served on (--nodeport-addresses, or every address but loopback and kube-ipvs0's). */
+  nodePortAddresses: ReadonlyArray<{ family: Family; address: string }>;
+  /** Every address on the node's other interfaces: an external or load-balancer IP among them is not bound to kube-ipvs0. */
+  localAddresses: ReadonlySet<string>;
+}
+
+/** No node: nothing is local, no NodePorts (status without a node, unit tests of ClusterIP behaviour). */
+export const NO_NODE: NodeContext = { name: '', nodePortAddresses: [], localAddresses: new Set() };
 
 export interface ObjectError {
   /** e.g. 'Service default/web', 'EndpointSlice default/web-abc12'. */
@@ -44,6 +70,8 @@ export interface ServiceResult {
   errors: ObjectError[];
   /** False when the Service as a whole could not be read: the caller keeps what it had for it. */
   valid: boolean;
+  /** A LoadBalancer Service with externalTrafficPolicy Local: its healthCheckNodePort and this node's ready endpoints. */
+  healthCheck?: { port: number; localEndpoints: number };
 }
 
 const PROTOCOLS: readonly string[] = ['TCP', 'UDP', 'SCTP'];
@@ -102,26 +130,46 @@ const isRealServer = (d: Destination, family: Family, address: string, port: num
   d.family === family && d.address === address && d.port === port &&
   d.forward === MASQ.forward && d.weight === MASQ.weight && d.upperThreshold === MASQ.upperThreshold && d.lowerThreshold === MASQ.lowerThreshold;
 
+/** Endpoint classes (kube-proxy's CategorizeEndpoints): bits of EndpointSet.flags. */
+const READY = 1;
+/** Not ready, but serving and terminating: used only when no endpoint is ready. */
+const TERMINATING = 2;
+/** On this node (endpoint.nodeName). */
+const LOCAL = 4;
+/** Has topology hints (hints.forZones). */
+const HINTED = 8;
+/** Its hints name this node's zone. */
+const IN_ZONE = 16;
+
+/** The usable endpoints of one Service port and family, collapsed by address:port, in parallel arrays. */
+interface EndpointSet {
+  addresses: string[];
+  ports: number[];
+  flags: number[];
+  /** How many endpoints have each bit combination that selection asks about. */
+  ready: number;
+  readyLocal: number;
+  readyHinted: number;
+  readyInZone: number;
+  terminatingLocal: number;
+}
+
 /**
- * Ready endpoints of `slices` for the Service port named `portName`, collapsed by address:port (first
- * one wins). Collapsing keys on the address strings per port number rather than on an 'address:port'
- * string built per endpoint: that string was most of the cost of a full recompute.
- * `previous`, this virtual server's real servers last time, is reused: while they come out the same
- * no new objects are made, and if all do it is returned itself. (After the first sync V8 allocates
- * these objects straight into the old generation, where an unchanged Service's copies would pile up
- * as garbage until a full collection.)
+ * The endpoints of `slices` for the Service port named `portName`: ready ones, and serving-terminating
+ * ones (kept for the fallback), first one wins per address:port. Collapsing keys on the address
+ * strings per port number rather than on an 'address:port' string built per endpoint: that string was
+ * most of the cost of a full recompute.
  */
-function destinationsFor(
+function endpointsFor(
   portName: string,
   family: Family,
   slices: readonly V1EndpointSlice[],
+  node: NodeContext,
   errors: ObjectError[],
   reported: Set<string>,
-  previous: Destination[] = [],
-): Destination[] {
-  let out: Destination[] | undefined; // made at the first difference from `previous`
-  let kept = 0; // until then, how many of `previous` came out again
-  /** Addresses already in `out`, by port number (slices of one Service may disagree on it). */
+): EndpointSet {
+  const set: EndpointSet = { addresses: [], ports: [], flags: [], ready: 0, readyLocal: 0, readyHinted: 0, readyInZone: 0, terminatingLocal: 0 };
+  /** Addresses already taken, by port number (slices of one Service may disagree on it). */
   const taken = new Map<number, Set<string>>();
   for (const slice of slices) {
     if (slice.addressType !== (family === 4 ? 'IPv4' : 'IPv6')) continue;
@@ -153,14 +201,23 @@ function destinationsFor(
         report('endpoint', `an endpoint is not an object (${shown(ep)})`);
         continue;
       }
-      // Kubernetes: a nil ready condition means ready.
-      if ((ep.conditions as { ready?: unknown } | null | undefined)?.ready === false) continue;
+      // Kubernetes: a nil ready condition means ready, a nil serving means "as ready", nil terminating false.
+      const c = isObject(ep.conditions) ? (ep.conditions as { ready?: unknown; serving?: unknown; terminating?: unknown }) : {};
+      const ready = c.ready !== false;
+      if (!ready && !((c.serving ?? c.ready) === true && c.terminating === true)) continue;
       const texts: unknown = ep.addresses ?? [];
       if (!Array.isArray(texts)) {
         report('addresses', `an endpoint's addresses is not a list (${shown(texts)})`);
         continue;
       }
       if (!texts.length) report('empty', 'an endpoint has no addresses');
+      let flags = ready ? READY : TERMINATING;
+      if (node.name && ep.nodeName === node.name) flags |= LOCAL;
+      const zones: unknown = isObject(ep.hints) ? ep.hints.forZones : undefined;
+      if (Array.isArray(zones) && zones.length) {
+        flags |= HINTED;
+        if (node.zone && zones.some((z) => isObject(z) && z.name === node.zone)) flags |= IN_ZONE;
+      }
       for (const text of texts as unknown[]) {
         const ip = typeof text === 'string' ? parseIp(text) : undefined;
         if (!ip || ip.family !== family) {
@@ -174,10 +231,55 @@ function destinationsFor(
         }
         if (addresses.has(ip.address)) continue;
         addresses.add(ip.address);
-        if (!out && kept < previous.length && isRealServer(previous[kept], family, ip.address, port.port)) kept++;
-        else (out ??= previous.slice(0, kept)).push(realServer(family, ip.address, port.port));
+        set.addresses.push(ip.address);
+        set.ports.push(port.port);
+        set.flags.push(flags);
+        if (ready) {
+          set.ready++;
+          if (flags & LOCAL) set.readyLocal++;
+          if (flags & HINTED) set.readyHinted++;
+          if (flags & IN_ZONE) set.readyInZone++;
+        } else if (flags & LOCAL) set.terminatingLocal++;
       }
     }
+  }
+  return set;
+}
+
+/** Which endpoints a virtual server gets: those whose flags, masked, equal the value. */
+interface Selection {
+  mask: number;
+  value: number;
+}
+
+/**
+ * kube-proxy's endpoint selection. Cluster traffic: the ready endpoints (only those hinted for this
+ * node's zone when topology applies: every ready endpoint hinted and one for this zone), else the
+ * serving-terminating ones. Local traffic: this node's ready endpoints, else its serving-terminating
+ * ones, else none (traffic is dropped rather than leave the node).
+ */
+function selection(eps: EndpointSet, local: boolean, topology: boolean): Selection {
+  if (local) return eps.readyLocal ? { mask: READY | LOCAL, value: READY | LOCAL } : { mask: TERMINATING | LOCAL, value: TERMINATING | LOCAL };
+  if (!eps.ready) return { mask: TERMINATING, value: TERMINATING };
+  if (topology && eps.readyHinted === eps.ready && eps.readyInZone) return { mask: READY | IN_ZONE, value: READY | IN_ZONE };
+  return { mask: READY, value: READY };
+}
+
+/**
+ * The real servers of the selected endpoints. `previous`, this virtual server's real servers last
+ * time, is reused: while they come out the same no new objects are made, and if all do it is returned
+ * itself. (After the first sync V8 allocates these objects straight into the old generation, where an
+ * unchanged Service's copies would pile up as garbage until a full collection.)
+ */
+function realServers(eps: EndpointSet, sel: Selection, family: Family, previous: Destination[] = []): Destination[] {
+  let out: Destination[] | undefined; // made at the first difference from `previous`
+  let kept = 0; // until then, how many of `previous` came out again
+  for (let i = 0; i < eps.addresses.length; i++) {
+    if ((eps.flags[i] & sel.mask) !== sel.value) continue;
+    const address = eps.addresses[i];
+    const port = eps.ports[i];
+    if (!out && kept < previous.length && isRealServer(previous[kept], family, address, port)) kept++;
+    else (out ??= previous.slice(0, kept)).push(realServer(family, address, port));
   }
   return out ?? (kept === previous.length ? previous : previous.slice(0, kept));
 }
@@ -225,7 +327,7 @@ const virtualServer = ({ ip, protocol, port, sched, aff }: ServiceSettings): Vir
   port,
   fwmark: 0,
   scheduler: sched.scheduler,
-  flags: aff.flags | sched.bits,
+  flags: aff.flags | sched.bits | SVC_F_KIPVS,
   timeout: aff.timeout,
   netmask: hostNetmask(ip.family),
   peName: '',
@@ -235,7 +337,7 @@ const virtualServer = ({ ip, protocol, port, sched, aff }: ServiceSettings): Vir
 function isVirtualServer(v: DesiredVirtualServer, { ip, protocol, port, sched, aff }: ServiceSettings): boolean {
   const s = v.service;
   return s.family === ip.family && s.protocol === protocol && s.address === ip.address && s.port === port && s.fwmark === 0 &&
-    s.scheduler === sched.scheduler && s.flags === (aff.flags | sched.bits) && s.timeout === aff.timeout &&
+    s.scheduler === sched.scheduler && s.flags === (aff.flags | sched.bits | SVC_F_KIPVS) && s.timeout === aff.timeout &&
     s.netmask === hostNetmask(ip.family) && s.peName === '' && (v.keepScheduler ?? false) === sched.keep;
 }
 
@@ -255,9 +357,12 @@ function affinity(svc: V1Service, errors: ObjectError[], object: string): { flag
   return { flags: PERSISTENT, timeout: t };
 }
 
+const sameStrings = (a: readonly string[], b: readonly string[]) => sameList(a, b, (x, y) => x === y);
+
 const sameDesiredServer = (a: DesiredVirtualServer, b: DesiredVirtualServer): boolean =>
   a === b ||
-  (a.key === b.key && a.owner === b.owner && a.keepScheduler === b.keepScheduler &&
+  (a.key === b.key && a.owner === b.owner && a.keepScheduler === b.keepScheduler && a.kind === b.kind && a.local === b.local &&
+    sameStrings(a.sourceRanges, b.sourceRanges) &&
     sameVirtualServer(a.service, b.service) && sameList(a.destinations, b.destinations, sameRealServer));
 
 const sameAddress = (a: LinkAddress, b: LinkAddress): boolean =>
@@ -272,17 +377,67 @@ function sameList<T>(a: readonly T[], b: readonly T[], same: (x: T, y: T) => boo
 
 /** Whether two results ask the kernel for the same virtual servers, real servers and VIPs, in the same order (errors aside). */
 export const sameDesired = (a: ServiceResult, b: ServiceResult): boolean =>
-  sameList(a.virtualServers, b.virtualServers, sameDesiredServer) && sameList(a.addresses, b.addresses, sameAddress);
+  sameList(a.virtualServers, b.virtualServers, sameDesiredServer) && sameList(a.addresses, b.addresses, sameAddress) &&
+  a.healthCheck?.port === b.healthCheck?.port && a.healthCheck?.localEndpoints === b.healthCheck?.localEndpoints;
+
+/** A list of IPs from the Service (externalIPs, load-balancer ingress): valid unicast ones; each bad one an error. */
+function addressList(texts: unknown, field: string, errors: ObjectError[], object: string): Array<{ family: Family; address: string }> {
+  if (texts == null) return [];
+  if (!Array.isArray(texts)) return (errors.push({ object, reason: `${field} is not a list (${shown(texts)})` }), []);
+  const out: Array<{ family: Family; address: string }> = [];
+  for (const text of texts as unknown[]) {
+    const ip = typeof text === 'string' ? parseIp(text) : undefined;
+    if (!ip || ip.address === '0.0.0.0' || ip.address === '::' || isMulticast(ip)) {
+      errors.push({ object, reason: `${field}: "${shown(text)}" is not a unicast IP address; skipped` });
+    } else if (!out.some((o) => o.address === ip.address)) out.push(ip);
+  }
+  return out;
+}
+
+/** spec.loadBalancerSourceRanges as canonical CIDRs; undefined (with an error) if any is invalid: fail closed. */
+function sourceRangesOf(texts: unknown, errors: ObjectError[], object: string): string[] | undefined {
+  if (texts == null) return [];
+  const field = 'spec.loadBalancerSourceRanges';
+  if (!Array.isArray(texts)) return (errors.push({ object, reason: `${field} is not a list (${shown(texts)}); load-balancer IPs not served` }), undefined);
+  const out: string[] = [];
+  for (const text of texts as unknown[]) {
+    try {
+      if (typeof text !== 'string') throw new Error();
+      const [addr, bits] = ipaddr.parseCIDR(text.trim());
+      const network = (addr.kind() === 'ipv4' ? ipaddr.IPv4 : ipaddr.IPv6).networkAddressFromCIDR(`${addr}/${bits}`);
+      const cidr = `${network.toString()}/${bits}`;
+      if (!out.includes(cidr)) out.push(cidr);
+    } catch {
+      errors.push({ object, reason: `${field}: "${shown(text)}" is not a CIDR; load-balancer IPs not served` });
+      return undefined;
+    }
+  }
+  return out;
+}
+
+const TOPOLOGY_ANNOTATIONS = ['service.kubernetes.io/topology-mode', 'service.kubernetes.io/topology-aware-hints'];
+
+/** Whether the Service asks for topology-aware routing (an annotation set to Auto, or spec.trafficDistribution). */
+function wantsTopology(svc: V1Service): boolean {
+  const ann: unknown = svc.metadata?.annotations;
+  if (isObject(ann) && TOPOLOGY_ANNOTATIONS.some((k) => ann[k] === 'Auto' || ann[k] === 'auto')) return true;
+  const td: unknown = (svc.spec as { trafficDistribution?: unknown } | undefined)?.trafficDistribution;
+  return typeof td === 'string' && td !== '';
+}
+
+const validPort = (p: unknown): p is number => Number.isInteger(p) && (p as number) >= 1 && (p as number) <= 65535;
 
 /**
  * Everything one Service needs in the kernel. `slices` are the EndpointSlices labelled with the
- * Service's name (any order, possibly of both families). `previous`, the Service's last result, lends
- * its real-server lists where they come out unchanged (see destinationsFor).
+ * Service's name (any order, possibly of both families). `node` says which endpoints are local and
+ * where NodePorts listen. `previous`, the Service's last result, lends its objects where they come out
+ * unchanged (see realServers).
  */
 export function desiredForService(
   svc: V1Service,
   slices: readonly V1EndpointSlice[],
   config: ProxyConfig,
+  node: NodeContext = NO_NODE,
   previous?: ServiceResult,
 ): ServiceResult {
   const key = objectKey(svc);
@@ -319,9 +474,25 @@ export function desiredForService(
   if (!aff) return none(false);
   const sched = scheduling(svc, config, errors, object);
 
+  const type = spec.type ?? 'ClusterIP';
+  const externalLocal = spec.externalTrafficPolicy === 'Local';
+  const internalLocal = spec.internalTrafficPolicy === 'Local';
+  const topology = !!node.zone && wantsTopology(svc);
+  const families = new Set(ips.map((ip) => ip.family));
+  const externalIPs = addressList(spec.externalIPs, 'spec.externalIPs', errors, object);
+  const lbIPs = type !== 'LoadBalancer' ? [] : addressList(
+    (svc.status?.loadBalancer?.ingress ?? []).filter?.((i) => isObject(i) && i.ip !== undefined && i.ipMode !== 'Proxy').map((i) => i.ip),
+    'status.loadBalancer.ingress', errors, object);
+  const sourceRanges = type === 'LoadBalancer' ? sourceRangesOf(spec.loadBalancerSourceRanges, errors, object) : [];
+  for (const ip of [...externalIPs, ...lbIPs]) {
+    if (!families.has(ip.family)) errors.push({ object, reason: `${ip.address} is IPv${ip.family}, which the Service's clusterIPs do not have; skipped` });
+  }
+
   const virtualServers: DesiredVirtualServer[] = [];
   const reported = new Set<string>();
   const seen = new Set<string>();
+  const keys = new Set<string>();
+  let localEndpoints: number | undefined;
   for (const [i, entry] of (ports as unknown[]).entries()) {
     if (!isObject(entry)) {
       errors.push({ object, reason: `port ${i}: not an object (${shown(entry)})` });
@@ -335,7 +506,7 @@ export function desiredForService(
       errors.push({ object, reason: `${label}: unknown protocol "${shown(protocol)}"` });
       continue;
     }
-    if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535) {
+    if (!validPort(p.port)) {
       errors.push({ object, reason: `${label}: port ${shown(p.port)} is not in 1..65535` });
       continue;
     }
@@ -344,29 +515,50 @@ export function desiredForService(
       continue;
     }
     seen.add(`${protocol}/${p.port}`);
-    for (const ip of ips) {
-      const wanted: ServiceSettings = { ip, protocol: protocol as Protocol, port: p.port, sched, aff };
-      const owner = `${key}:${shown(portName || p.port)}`;
-      const before = previous?.virtualServers.find((v) => v.service.port === p.port && v.service.protocol === protocol && v.service.address === ip.address);
-      const destinations = destinationsFor(portName, ip.family, slices, errors, reported, before?.destinations);
-      if (before && before.destinations === destinations && before.owner === owner && isVirtualServer(before, wanted)) {
-        virtualServers.push(before); // unchanged: the very same object (see destinationsFor)
-        continue;
-      }
-      const service = virtualServer(wanted);
-      virtualServers.push({
-        key: serviceKey(service),
-        owner,
-        service,
-        destinations,
-        ...(sched.keep ? { keepScheduler: true } : {}),
-      });
+    const nodePort = type === 'NodePort' || type === 'LoadBalancer' ? p.nodePort : undefined;
+    if (nodePort !== undefined && nodePort !== null && !validPort(nodePort)) {
+      errors.push({ object, reason: `${label}: nodePort ${shown(nodePort)} is not in 1..65535; NodePort not served` });
+    }
+    const owner = `${key}:${shown(portName || p.port)}`;
+    for (const family of families) {
+      const eps = endpointsFor(portName, family, slices, node, errors, reported);
+      if (externalLocal) localEndpoints = Math.max(localEndpoints ?? 0, eps.readyLocal);
+      /** Real-server lists by selection, shared by this port's virtual servers of this family. */
+      const lists = new Map<string, Destination[]>();
+      const add = (kind: ServiceKind, ip: { family: Family; address: string }, port: number, local: boolean, ranges: readonly string[]) => {
+        const wanted: ServiceSettings = { ip, protocol: protocol as Protocol, port, sched, aff };
+        const service = virtualServer(wanted);
+        const k = serviceKey(service);
+        if (keys.has(k)) return void errors.push({ object, reason: `${label}: ${k} is asked for twice; skipped` });
+        keys.add(k);
+        const before = previous?.virtualServers.find((v) => v.key === k);
+        const sel = selection(eps, local, topology && !local);
+        const selKey = `${sel.mask}/${sel.value}`;
+        let destinations = lists.get(selKey);
+        if (!destinations) lists.set(selKey, (destinations = realServers(eps, sel, family, before?.destinations)));
+        if (before && before.destinations === destinations && before.owner === owner && before.kind === kind && before.local === local &&
+          sameStrings(before.sourceRanges, ranges) && isVirtualServer(before, wanted)) {
+          virtualServers.push(before); // unchanged: the very same object (see realServers)
+          return;
+        }
+        virtualServers.push({ key: k, owner, service, destinations, ...(sched.keep ? { keepScheduler: true } : {}), kind, local, sourceRanges: ranges });
+      };
+      for (const ip of ips) if (ip.family === family) add('ClusterIP', ip, p.port, internalLocal, []);
+      if (validPort(nodePort)) for (const a of node.nodePortAddresses) if (a.family === family) add('NodePort', a, nodePort, externalLocal, []);
+      for (const ip of externalIPs) if (ip.family === family) add('ExternalIP', ip, p.port, externalLocal, []);
+      if (sourceRanges) for (const ip of lbIPs) if (ip.family === family) add('LoadBalancer', ip, p.port, externalLocal, sourceRanges);
     }
   }
   if (ports.length === 0) errors.push({ object, reason: 'spec.ports is empty' });
-  const bound = new Set(virtualServers.map((v) => v.service.address));
-  const addresses = ips
-    .filter((ip) => bound.has(ip.address))
-    .map((ip) => ({ family: ip.family, address: ip.address, prefixLength: ip.family === 4 ? 32 : 128 }));
-  return { virtualServers, addresses, errors, valid: true };
+  // Bound to kube-ipvs0: the ClusterIPs, and external/load-balancer IPs that no other interface has.
+  const addresses: LinkAddress[] = [];
+  for (const v of virtualServers) {
+    if (v.kind === 'NodePort' || (v.kind !== 'ClusterIP' && node.localAddresses.has(v.service.address))) continue;
+    if (addresses.some((a) => a.address === v.service.address)) continue;
+    addresses.push({ family: v.service.family, address: v.service.address, prefixLength: v.service.family === 4 ? 32 : 128 });
+  }
+  const result: ServiceResult = { virtualServers, addresses, errors, valid: true };
+  const hc = spec.healthCheckNodePort;
+  if (type === 'LoadBalancer' && externalLocal && validPort(hc)) result.healthCheck = { port: hc, localEndpoints: localEndpoints ?? 0 };
+  return result;
 }

@@ -1,10 +1,11 @@
 // The diff: a pure function (desired, observed) → ordered kernel ops. Bind VIPs first, then add or
 // update services in place (a scheduler or flag change is SET_SERVICE, never delete+add, so live
 // connections survive) with their real servers, then delete stale services, then unbind stale VIPs.
-// Ownership: kipvs touches a virtual server only if its address is bound (or to be bound) on its dummy
-// link; everything else in the IPVS table belongs to someone else and is never changed.
+// Ownership: kipvs deletes a virtual server only if its address is bound (or to be bound) on its dummy
+// link or it carries kipvs's mark (SVC_F_KIPVS: NodePorts on the node's own addresses); everything
+// else in the IPVS table belongs to someone else and is never changed.
 
-import { sameRealServer, sameVirtualServer, serviceKey } from '../kernel/ids.js';
+import { sameRealServer, sameVirtualServer, serviceKey, SVC_F_KIPVS } from '../kernel/ids.js';
 import type { Destination, DestinationId, IpvsTable, KernelOp, LinkAddress, VirtualServer } from '../kernel/types.js';
 import type { DesiredVirtualServer } from './desired.js';
 
@@ -130,7 +131,8 @@ export function diff(desired: DesiredState, observed: ObservedState, ifname: str
     const want = desired.services.get(key);
     const have = observed.services.get(key);
     if (!want) {
-      const owned = have && (observed.addresses.has(have.service.address) || desired.addresses.has(have.service.address));
+      const owned = have &&
+        ((have.service.flags & SVC_F_KIPVS) !== 0 || observed.addresses.has(have.service.address) || desired.addresses.has(have.service.address));
       if (owned) stale.push({ kind: 'deleteService', service: have.service });
       continue;
     }

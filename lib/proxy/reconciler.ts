@@ -9,7 +9,8 @@ import type { Kernel, KernelOp } from '../kernel/types.js';
 import type { Logger } from '../log.js';
 import { SERVICE_NAME_LABEL, type Change, type Source } from '../sources/types.js';
 import { applyConfigMap, DEFAULT_CONFIG, type ProxyConfig } from './config.js';
-import { desiredForService, sameDesired, type ObjectError, type ServiceResult } from './desired.js';
+import { desiredForService, sameDesired, type NodeContext, type ObjectError, type ServiceResult } from './desired.js';
+import { nodeAddresses, parseCidrs, sameNode, ZONE_LABEL } from './node.js';
 import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
 
 export const DUMMY_LINK = 'kube-ipvs0';
@@ -35,6 +36,10 @@ export interface ReconcilerOptions {
   defaults?: ProxyConfig;
   overrides?: Partial<ProxyConfig>;
   ifname?: string;
+  /** This node's name: its endpoints are local (traffic policies), its Node gives the zone. */
+  nodeName?: string;
+  /** --nodeport-addresses: CIDRs whose node addresses serve NodePorts (empty = all but loopback/link-local). */
+  nodePortAddresses?: readonly string[];
   /** Called with a Service's errors whenever they change to a new, non-empty set (when they are logged). */
   onObjectErrors?: (service: string, errors: readonly ObjectError[]) => void;
 }
@@ -47,6 +52,9 @@ export class Reconciler {
   private readonly defaults: ProxyConfig;
   private readonly overrides: Partial<ProxyConfig>;
   private readonly onObjectErrors: ReconcilerOptions['onObjectErrors'];
+  private readonly nodePortCidrs: ReturnType<typeof parseCidrs>;
+  /** What desired state knows of this node; a change recomputes every Service. */
+  node: NodeContext;
   config: ProxyConfig;
   private configMapVersion: string | undefined = '\0';
 
@@ -78,6 +86,8 @@ export class Reconciler {
     this.overrides = opts.overrides ?? {};
     this.onObjectErrors = opts.onObjectErrors;
     this.config = { ...this.defaults, ...this.overrides };
+    this.nodePortCidrs = parseCidrs(opts.nodePortAddresses ?? []);
+    this.node = { name: opts.nodeName ?? '', nodePortAddresses: [], localAddresses: new Set() };
   }
 
   /** Records source changes; the next sync recomputes the Services they touch. */
@@ -90,7 +100,8 @@ export class Reconciler {
         this.indexSlice(c.key, this.source.snapshot().endpointSlices.get(c.key));
         const after = this.sliceOwner.get(c.key);
         if (after) this.dirty.add(after);
-      } else this.allDirty = true; // Node or ConfigMap: settings that apply to every Service
+      } else if (c.kind === 'ConfigMap') this.allDirty = true; // settings that apply to every Service
+      // A Node change matters only through its zone (refreshNode): most Node updates are status heartbeats.
     }
   }
 
@@ -130,6 +141,23 @@ export class Reconciler {
     }
   }
 
+  /** Takes a new node context; every Service is recomputed when it differs. */
+  private setNode(next: NodeContext): void {
+    if (sameNode(next, this.node)) return;
+    this.log.info('node addresses or zone changed', { zone: next.zone, nodePortAddresses: next.nodePortAddresses.map((a) => a.address) });
+    this.node = next;
+    this.allDirty = true;
+  }
+
+  /** The zone from the Node; on full syncs also the node's addresses (NodePorts, local external IPs). */
+  private async refreshNode(full: boolean): Promise<void> {
+    const labels: unknown = this.source.snapshot().node?.metadata?.labels;
+    const zone = labels && typeof labels === 'object' ? (labels as Record<string, unknown>)[ZONE_LABEL] : undefined;
+    const next: NodeContext = { ...this.node, zone: typeof zone === 'string' && zone ? zone : undefined };
+    if (full) Object.assign(next, nodeAddresses(await this.kernel.listLocalAddresses(), this.ifname, this.nodePortCidrs));
+    this.setNode(next);
+  }
+
   /** Recomputes one Service's desired state and swaps its claims; returns the kernel keys it touched. */
   private recompute(key: string, touched: { services: Set<string>; addresses: Set<string> }): void {
     const snap = this.source.snapshot();
@@ -141,7 +169,7 @@ export class Reconciler {
         const slice = snap.endpointSlices.get(k);
         if (slice) slices.push(slice);
       }
-      result = desiredForService(svc, slices, this.config, this.results.get(key));
+      result = desiredForService(svc, slices, this.config, this.node, this.results.get(key));
       const errors = result.errors;
       const previous = this.objectErrors.get(key);
       if (errors.length) this.objectErrors.set(key, errors);
@@ -228,17 +256,18 @@ export class Reconciler {
     this.refreshConfig();
     const full = opts.full || this.needFull || !this.observed;
     const touched = { services: new Set<string>(), addresses: new Set<string>() };
-    if (this.allDirty) {
-      for (const key of new Set([...this.results.keys(), ...this.source.snapshot().services.keys()])) this.recompute(key, touched);
-      this.allDirty = false;
-    } else {
-      for (const key of this.dirty) this.recompute(key, touched);
-    }
-    this.dirty.clear();
-    const t1 = performance.now();
-
+    let t1 = t0;
     let timeoutsOk = true;
     try {
+      await this.refreshNode(full);
+      if (this.allDirty) {
+        for (const key of new Set([...this.results.keys(), ...this.source.snapshot().services.keys()])) this.recompute(key, touched);
+        this.allDirty = false;
+      } else {
+        for (const key of this.dirty) this.recompute(key, touched);
+      }
+      this.dirty.clear();
+      t1 = performance.now();
       if (full) {
         await this.kernel.ensureDummyLink(this.ifname);
         timeoutsOk = await this.syncTimeouts();

@@ -10,7 +10,7 @@
 
 import fc from 'fast-check';
 import ipaddr from 'ipaddr.js';
-import { destinationKey, hostNetmask, serviceKey } from '../../lib/kernel/ids.js';
+import { destinationKey, hostNetmask, serviceKey, SVC_F_KIPVS } from '../../lib/kernel/ids.js';
 import type { Destination, Family, IpvsTable, IpvsTimeouts, LinkAddress, ServiceId, VirtualServer } from '../../lib/kernel/types.js';
 import { SCHEDULER_FLAGS, SCHEDULERS } from '../../lib/proxy/config.js';
 import { ANNOTATION_SCHEDULER, ANNOTATION_SCHEDULER_FLAGS, objectKey } from '../../lib/proxy/desired.js';
@@ -278,7 +278,7 @@ export function expectedKernel(models: readonly ServiceModel[], config: Expected
         const family = familyOf(address);
         const vs: VirtualServer = {
           family, protocol: p.protocol ?? 'TCP', address, port: p.port, fwmark: 0, scheduler,
-          flags: (persistent ? 1 : 0) | bits,
+          flags: (persistent ? 1 : 0) | bits | SVC_F_KIPVS,
           timeout: m.affinity?.mode === 'ClientIP' ? (m.affinity.timeout ?? 10800) : 0,
           netmask: hostNetmask(family), peName: '',
         };

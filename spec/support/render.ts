@@ -2,12 +2,13 @@
 // VIP and error, in a stable order, so a reviewer reads the expected kernel state as a value.
 
 import type { DesiredVirtualServer, ObjectError } from '../../lib/proxy/desired.js';
-import { destinationKey, serviceKey } from '../../lib/kernel/ids.js';
+import { destinationKey, serviceKey, SVC_F_KIPVS } from '../../lib/kernel/ids.js';
 import type { LinkAddress } from '../../lib/kernel/types.js';
 
 export function renderService(v: DesiredVirtualServer): string[] {
   const s = v.service;
-  const opts = [s.scheduler, `flags=0x${s.flags.toString(16)}`];
+  // kipvs's ownership mark is on every virtual server it makes: left out, as in `ipvsadm -Ln`.
+  const opts = [s.scheduler, `flags=0x${(s.flags & ~SVC_F_KIPVS).toString(16)}`];
   if (s.timeout) opts.push(`timeout=${s.timeout}`);
   opts.push(`netmask=${s.family === 4 ? '0x' + s.netmask.toString(16) : s.netmask}`);
   if (v.keepScheduler) opts.push('keep-scheduler');

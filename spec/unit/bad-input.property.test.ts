@@ -396,7 +396,7 @@ test('5 (example). a Service that lost a virtual server to another gets it once 
   w.source.put(service('web', '10.96.0.2', [{ port: 53 }]));
   expect(await w.rec.sync()).toBe('ok');
   await w.rec.sync({ full: true });
-  expect(A.tableLines(w.kernel.table())).toEqual(['TCP/10.96.0.2:53 rr flags=0x0 timeout=0 netmask=4294967295']);
+  expect(A.tableLines(w.kernel.table())).toEqual(['TCP/10.96.0.2:53 rr flags=0x40000000 timeout=0 netmask=4294967295']);
 });
 
 test('5. any sequence of updates and deletes ending in a valid state converges to exactly that state', async () => {

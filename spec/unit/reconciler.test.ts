@@ -2,7 +2,7 @@
 // it writes when little changed.
 import { FakeKernel } from '../../lib/kernel/fake.js';
 import { FaultyKernel } from '../../lib/kernel/faulty.js';
-import { serviceKey, destinationKey } from '../../lib/kernel/ids.js';
+import { serviceKey, destinationKey, SVC_F_KIPVS } from '../../lib/kernel/ids.js';
 import type { Kernel, VirtualServer } from '../../lib/kernel/types.js';
 import { Reconciler } from '../../lib/proxy/reconciler.js';
 import { captureLogger } from '../support/logger.js';
@@ -19,12 +19,12 @@ function setup(kernel: Kernel = new FakeKernel()) {
   return { kernel, source, logger, rec };
 }
 
-/** The fake's table as 'KEY scheduler flags -> dest:port weight' lines, sorted. */
+/** The fake's table as 'KEY scheduler flags -> dest:port weight' lines, sorted; flags without kipvs's mark unless foreign. */
 function dump(k: FakeKernel): string[] {
   return k
     .table()
     .services.flatMap(({ service: s, destinations }) => [
-      `${serviceKey(s)} ${s.scheduler} 0x${s.flags.toString(16)} ${s.timeout}`,
+      `${serviceKey(s)} ${s.scheduler} 0x${(s.flags & ~SVC_F_KIPVS).toString(16)} ${s.timeout}`,
       ...destinations.map((d) => `${serviceKey(s)} -> ${destinationKey(d)} w${d.weight}`),
     ])
     .sort();

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { load as yamlLoad, loadAll as yamlLoadAll } from 'js-yaml';
 import { FakeKernel } from '../../lib/kernel/fake.js';
-import { describeOp, hostNetmask, serviceKey } from '../../lib/kernel/ids.js';
+import { describeOp, hostNetmask, serviceKey, SVC_F_KIPVS } from '../../lib/kernel/ids.js';
 import type { Destination, Family, Kernel, KernelOp, Protocol, ServiceId, VirtualServer } from '../../lib/kernel/types.js';
 import { silentLogger } from '../../lib/log.js';
 import { Reconciler } from '../../lib/proxy/reconciler.js';
@@ -27,8 +27,9 @@ const IFNAME = 'kube-ipvs0';
 
 const id = (protocol: Protocol, address: string, port: number): ServiceId =>
   ({ family: address.includes(':') ? 6 : 4, protocol, address, port, fwmark: 0 });
+/** A virtual server; those at kipvs's addresses carry its mark (drift here changes settings, not ownership). */
 const vs = (s: ServiceId, scheduler: string, flags = 0, timeout = 0): VirtualServer =>
-  ({ ...s, scheduler, flags, timeout, netmask: hostNetmask(s.family), peName: '' });
+  ({ ...s, scheduler, flags: flags | (s.address.startsWith('10.96.') ? SVC_F_KIPVS : 0), timeout, netmask: hostNetmask(s.family), peName: '' });
 const dest = (address: string, port: number, weight = 1): Destination =>
   ({ family: (address.includes(':') ? 6 : 4) as Family, address, port, forward: 'masq', weight, upperThreshold: 0, lowerThreshold: 0 });
 const addr = (address: string) => ({ family: (address.includes(':') ? 6 : 4) as Family, address, prefixLength: address.includes(':') ? 128 : 32 });
