@@ -12,17 +12,26 @@ export function renderService(v: DesiredVirtualServer): string[] {
   if (s.timeout) opts.push(`timeout=${s.timeout}`);
   opts.push(`netmask=${s.family === 4 ? '0x' + s.netmask.toString(16) : s.netmask}`);
   if (v.keepScheduler) opts.push('keep-scheduler');
-  const lines = [`${serviceKey(s)} ${opts.join(' ')}  # ${v.owner}`];
+  if (v.local) opts.push('local');
+  if (v.sourceRanges.length) opts.push(`source-ranges=${v.sourceRanges.join(',')}`);
+  const kind = v.kind === 'ClusterIP' ? '' : ` ${v.kind}`;
+  const lines = [`${serviceKey(s)} ${opts.join(' ')}  # ${v.owner}${kind}`];
   for (const d of [...v.destinations].sort((a, b) => destinationKey(a).localeCompare(destinationKey(b)))) {
     lines.push(`  -> ${destinationKey(d)} ${d.forward} w=${d.weight}`);
   }
   return lines;
 }
 
-export function renderDesired(vs: DesiredVirtualServer[], addresses: LinkAddress[], errors: ObjectError[]): string {
+export function renderDesired(
+  vs: DesiredVirtualServer[],
+  addresses: LinkAddress[],
+  errors: ObjectError[],
+  healthChecks: Array<{ service: string; port: number; localEndpoints: number }> = [],
+): string {
   const lines = [
     ...vs.flatMap(renderService),
     ...addresses.map((a) => `VIP ${a.address}/${a.prefixLength}`),
+    ...healthChecks.map((h) => `HEALTHCHECK ${h.service} :${h.port} localEndpoints=${h.localEndpoints}`),
     ...errors.map((e) => `ERROR ${e.object}: ${e.reason}`),
   ];
   return lines.join('\n') + '\n';
