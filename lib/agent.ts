@@ -26,6 +26,8 @@ export interface AgentOptions {
   /** namespace/name of the agent's ConfigMap. */
   configMap: string;
   netns?: string;
+  /** --nodeport-addresses: CIDRs (empty: every address but loopback, link-local and kube-ipvs0's). */
+  nodePortAddresses?: string[];
   /** Config flags: win over the ConfigMap, which wins over the defaults. */
   overrides: Partial<ProxyConfig>;
   syncPeriodMs: number;
@@ -85,7 +87,9 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     const uid = source.snapshot().services.get(key)?.metadata?.uid;
     for (const e of errors) recorder.warn({ namespace, name, uid }, reasonFor(e), `${e.object}: ${e.reason}`);
   });
-  const reconciler = new Reconciler({ kernel, source, logger: log, overrides: o.overrides, onObjectErrors });
+  const reconciler = new Reconciler({
+    kernel, source, logger: log, overrides: o.overrides, onObjectErrors, nodeName, nodePortAddresses: o.nodePortAddresses,
+  });
   const metrics = new Metrics(kernel, reconciler);
   let firstSync: () => void = () => {};
   const synced = new Promise<void>((resolve) => (firstSync = resolve));

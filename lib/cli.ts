@@ -11,7 +11,8 @@ import { DUMMY_LINK } from './proxy/reconciler.js';
 import { KernelSupportError } from './errors.js';
 import { parseBindAddress } from './http.js';
 import { createLogger } from './log.js';
-import { parseSeconds, schedulerOverrides, SCHEDULERS, type ProxyConfig } from './proxy/config.js';
+import { parseSeconds, schedulerOverrides, SCHEDULERS, splitList, type ProxyConfig } from './proxy/config.js';
+import { parseCidrs } from './proxy/node.js';
 
 const AGENT_FLAGS = {
   source: { type: 'string', default: 'kube', help: 'where Services/EndpointSlices come from: "kube" (API server) or "dir:PATH" (YAML files)' },
@@ -21,6 +22,7 @@ const AGENT_FLAGS = {
   netns: { type: 'string', help: 'network namespace to program, e.g. /var/run/netns/NAME or /proc/PID/ns/net' },
   'ipvs-scheduler': { type: 'string', help: `default IPVS scheduler, overriding the ConfigMap (${SCHEDULERS.join(' ')})` },
   'ipvs-scheduler-flags': { type: 'string', help: 'flags for the default scheduler: sh-fallback,sh-port,mh-fallback,mh-port' },
+  'nodeport-addresses': { type: 'string', help: 'comma-separated CIDRs whose node addresses serve NodePorts (default: every address but loopback, link-local and kube-ipvs0\'s)' },
   'ipvs-sync-period': { type: 'string', default: '30s', help: 'full resync period: one kernel dump, everything diffed' },
   'ipvs-min-sync-period': { type: 'string', default: '1s', help: 'least time between two syncs' },
   'ipvs-tcp-timeout': { type: 'string', help: 'IPVS TCP timeout (e.g. 900s); 0 leaves the kernel value' },
@@ -95,6 +97,12 @@ export function agentOptions(argv: string[]) {
     }
     return text;
   };
+  const nodePortAddresses = splitList(str('nodeport-addresses') ?? '');
+  try {
+    parseCidrs(nodePortAddresses);
+  } catch (err) {
+    throw new UsageError(`--nodeport-addresses: ${(err as Error).message}`);
+  }
   const source = str('source')!;
   if (source !== 'kube' && !/^dir:.+/.test(source)) throw new UsageError(`--source: must be "kube" or "dir:PATH", not "${source}"`);
   return {
@@ -107,6 +115,7 @@ export function agentOptions(argv: string[]) {
     configMap: str('config-map')!,
     netns: str('netns'),
     overrides,
+    nodePortAddresses,
     healthzBindAddress: bind('healthz-bind-address'),
     metricsBindAddress: bind('metrics-bind-address'),
     syncPeriodMs: parseDuration(str('ipvs-sync-period')!, 'ipvs-sync-period'),

@@ -52,7 +52,7 @@
 // Service named on the command line does not exist; 2 usage error; 3 the kernel or the API view could
 // not be read.
 
-import { KubeConfig, type V1ConfigMap, type V1EndpointSlice, type V1Service } from '@kubernetes/client-node';
+import { KubeConfig, type V1ConfigMap, type V1EndpointSlice, type V1Node, type V1Service } from '@kubernetes/client-node';
 import ipaddr from 'ipaddr.js';
 import { dump as yamlDump } from 'js-yaml';
 import { hostname } from 'node:os';
@@ -60,15 +60,16 @@ import { parseArgs } from 'node:util';
 import { destinationKey, hostPort, serviceKey, SVC_F_KIPVS } from './kernel/ids.js';
 import { NetlinkKernel } from './kernel/netlink.js';
 import type {
-  Destination, DestinationStatus, Family, ForwardMethod, IpvsTable, Kernel, KernelOp, LinkAddress, Protocol, VirtualServer,
+  Destination, DestinationStatus, Family, ForwardMethod, IpvsTable, Kernel, KernelOp, LinkAddress, LocalAddress, Protocol, VirtualServer,
 } from './kernel/types.js';
 import type { Logger } from './log.js';
 import {
-  applyConfigMap, DEFAULT_CONFIG, parseSeconds, SCHEDULER_FLAGS, schedulerOverrides,
+  applyConfigMap, DEFAULT_CONFIG, parseSeconds, SCHEDULER_FLAGS, schedulerOverrides, splitList,
   type ProxyConfig,
 } from './proxy/config.js';
-import { desiredForService, objectKey, type DesiredVirtualServer, type ObjectError } from './proxy/desired.js';
+import { desiredForService, NO_NODE, objectKey, type DesiredVirtualServer, type NodeContext, type ObjectError, type ServiceKind } from './proxy/desired.js';
 import { diff, observedFromKernel, type DesiredState } from './proxy/diff.js';
+import { nodeAddresses, parseCidrs, ZONE_LABEL } from './proxy/node.js';
 import { DUMMY_LINK } from './proxy/reconciler.js';
 import { DirSource } from './sources/dir.js';
 import { KubeSource } from './sources/kube.js';
@@ -96,6 +97,10 @@ export type Affinity = { sessionAffinity: 'None' } | { sessionAffinity: 'ClientI
 export interface StatusRow {
   namespace: string | null;
   name: string | null;
+  /** What the virtual server serves: ClusterIP, NodePort, ExternalIP or LoadBalancer; null for rows of no Service. */
+  type: ServiceKind | null;
+  /** A Local traffic policy applies (only this node's endpoints). */
+  local: boolean;
   vip: string | null;
   family: Family | null;
   protocol: Protocol | null;
@@ -133,6 +138,8 @@ export interface StatusInput {
   /** Addresses bound on kube-ipvs0 ([] when the link does not exist). */
   bound: readonly LinkAddress[];
   ifname?: string;
+  /** The node the agent runs on (NodePort addresses, local endpoints, zone); none by default. */
+  node?: NodeContext;
 }
 
 const PERSISTENT = 0x1;
@@ -263,7 +270,7 @@ function endpointCounts(slices: readonly V1EndpointSlice[], family: Family, port
 /** A row for a virtual server as the kernel has it (extra and foreign rows). */
 function kernelRow(service: VirtualServer, destinations: readonly DestinationStatus[], state: 'extra' | 'foreign'): StatusRow {
   return {
-    namespace: null, name: null, vip: vipText(service),
+    namespace: null, name: null, type: null, local: false, vip: vipText(service),
     family: service.family, protocol: service.protocol, address: service.address, port: service.port, fwmark: service.fwmark,
     scheduler: service.scheduler, schedulerFlags: schedulerFlagNames(service.scheduler, service.flags), affinity: affinityOf(service),
     endpoints: null, realServers: destinations.length, state, details: [],
@@ -273,7 +280,7 @@ function kernelRow(service: VirtualServer, destinations: readonly DestinationSta
 
 function emptyRow(namespace: string | null, name: string | null, state: RowState, details: string[]): StatusRow {
   return {
-    namespace, name, vip: null, family: null, protocol: null, address: null, port: null, fwmark: 0, scheduler: null,
+    namespace, name, type: null, local: false, vip: null, family: null, protocol: null, address: null, port: null, fwmark: 0, scheduler: null,
     schedulerFlags: [], affinity: null, endpoints: null, realServers: null, state, details, destinations: [],
   };
 }
@@ -302,7 +309,7 @@ export function statusRows(input: StatusInput): StatusReport {
   for (const svc of input.services.values()) {
     const key = objectKey(svc);
     const slices = slicesByService.get(key) ?? [];
-    const result = desiredForService(svc, slices, input.config);
+    const result = desiredForService(svc, slices, input.config, input.node ?? NO_NODE);
     errors.push(...result.errors.map((e) => ({ ...e, service: key })));
     if (!result.valid) {
       wanted.push({ key, svc, slices, row: emptyRow(...splitKey(key), 'invalid', result.errors.map((e) => e.reason)) });
@@ -313,7 +320,7 @@ export function statusRows(input: StatusInput): StatusReport {
       const holder = claims.get(sk);
       if (holder !== undefined) {
         const row = emptyRow(...splitKey(key), 'conflict', [`served for Service ${holder}`]);
-        wanted.push({ key, svc, slices, row: { ...row, ...identity(vs.service) } });
+        wanted.push({ key, svc, slices, row: { ...row, type: vs.kind, local: vs.local, ...identity(vs.service) } });
         continue;
       }
       claims.set(sk, key);
@@ -352,9 +359,10 @@ export function statusRows(input: StatusInput): StatusReport {
     // The agent's target: what it would write (keepScheduler keeps the kernel's), else the kernel's (equal).
     const write = svcOps.find((op) => op.kind === 'addService' || op.kind === 'updateService') as { service: VirtualServer } | undefined;
     const target = write?.service ?? have?.service ?? vs.service;
-    const portName = (w.svc.spec?.ports ?? []).find((p) => (p.protocol ?? 'TCP') === vs.service.protocol && p.port === vs.service.port)?.name ?? '';
+    const portName = (w.svc.spec?.ports ?? [])
+      .find((p) => (p.protocol ?? 'TCP') === vs.service.protocol && (vs.kind === 'NodePort' ? p.nodePort : p.port) === vs.service.port)?.name ?? '';
     const base = {
-      namespace: splitKey(w.key)[0], name: splitKey(w.key)[1], ...identity(vs.service),
+      namespace: splitKey(w.key)[0], name: splitKey(w.key)[1], type: vs.kind, local: vs.local, ...identity(vs.service),
       scheduler: target.scheduler, schedulerFlags: schedulerFlagNames(target.scheduler, target.flags), affinity: affinityOf(target),
       endpoints: endpointCounts(w.slices, vs.service.family, portName),
     };
@@ -462,11 +470,11 @@ function schedulerText(r: StatusRow): string {
 
 /** The table (default) or, with `wide`, one more row per real server and WEIGHT/ACTIVE/INACTIVE columns. */
 export function renderTable(rows: readonly StatusRow[], wide = false): string {
-  const header = ['NAMESPACE', 'NAME', 'VIP:PORT/PROTO', 'SCHEDULER', 'AFFINITY', 'ENDPOINTS', 'REAL SERVERS'];
+  const header = ['NAMESPACE', 'NAME', 'TYPE', 'VIP:PORT/PROTO', 'SCHEDULER', 'AFFINITY', 'ENDPOINTS', 'REAL SERVERS'];
   const lines: string[][] = [wide ? [...header, 'WEIGHT', 'ACTIVE', 'INACTIVE', 'STATE'] : [...header, 'STATE']];
   for (const r of rows) {
     const cells = [
-      r.namespace ?? NONE, r.name ?? NONE, r.vip ?? NONE, schedulerText(r), r.affinity ? affinityText(r.affinity) : NONE,
+      r.namespace ?? NONE, r.name ?? NONE, r.type ? `${r.type}${r.local ? '/Local' : ''}` : NONE, r.vip ?? NONE, schedulerText(r), r.affinity ? affinityText(r.affinity) : NONE,
       r.endpoints ? `${r.endpoints.ready}/${r.endpoints.total}` : NONE, num(r.realServers),
     ];
     if (!wide) {
@@ -477,7 +485,7 @@ export function renderTable(rows: readonly StatusRow[], wide = false): string {
     const sum = (k: 'activeConns' | 'inactiveConns') => (r.realServers === null ? NONE : String(inKernel.reduce((n, d) => n + d[k]!, 0)));
     lines.push([...cells, '', sum('activeConns'), sum('inactiveConns'), stateText(r.state, r.details)]);
     for (const d of r.destinations) {
-      lines.push(['', '', `  -> ${hostPort(d.address, d.port)}`, '', '', '', '', String(d.weight), num(d.activeConns), num(d.inactiveConns), stateText(d.state, d.details)]);
+      lines.push(['', '', '', `  -> ${hostPort(d.address, d.port)}`, '', '', '', '', String(d.weight), num(d.activeConns), num(d.inactiveConns), stateText(d.state, d.details)]);
     }
   }
   return formatColumns(lines);
@@ -504,6 +512,8 @@ const FLAGS = {
   netns: { type: 'string', help: 'network namespace to read, e.g. /var/run/netns/NAME or /proc/PID/ns/net' },
   'ipvs-scheduler': { type: 'string', help: "the agent's --ipvs-scheduler, if it has one (wins over the ConfigMap)" },
   'ipvs-scheduler-flags': { type: 'string', help: "the agent's --ipvs-scheduler-flags, if it has them" },
+  'hostname-override': { type: 'string', help: "the agent's node name (default: the host name): whose endpoints are local" },
+  'nodeport-addresses': { type: 'string', help: "the agent's --nodeport-addresses, if it has them (comma-separated CIDRs)" },
   output: { type: 'string', short: 'o', help: 'output format: wide, json or yaml (default: a table)' },
   namespace: { type: 'string', short: 'n', help: "only this namespace's Services" },
   'all-namespaces': { type: 'boolean', short: 'A', help: 'every namespace (the default)' },
@@ -542,6 +552,9 @@ export interface StatusOptions {
   configMap: { namespace: string; name: string };
   netns?: string;
   overrides: Partial<ProxyConfig>;
+  /** The agent's node name and --nodeport-addresses: the node context desired state is computed for. */
+  nodeName: string;
+  nodePortAddresses: string[];
   output: 'table' | 'wide' | 'json' | 'yaml';
   namespace?: string;
   names: string[];
@@ -571,6 +584,12 @@ export function statusOptions(argv: string[]): StatusOptions {
   if (str('namespace') === '') throw new StatusUsageError('--namespace: empty');
   const source = str('source')!;
   if (source !== 'kube' && !/^dir:.+/.test(source)) throw new StatusUsageError(`--source: must be "kube" or "dir:PATH", not "${source}"`);
+  const nodePortAddresses = splitList(str('nodeport-addresses') ?? '');
+  try {
+    parseCidrs(nodePortAddresses);
+  } catch (err) {
+    throw new StatusUsageError(`--nodeport-addresses: ${(err as Error).message}`);
+  }
   const [cmNamespace, cmName] = str('config-map')!.includes('/') ? str('config-map')!.split('/') : ['default', str('config-map')!];
   if (!cmNamespace || !cmName) throw new StatusUsageError(`--config-map: "${str('config-map')}" is not namespace/name`);
   let syncTimeoutMs: number;
@@ -586,6 +605,8 @@ export function statusOptions(argv: string[]): StatusOptions {
     configMap: { namespace: cmNamespace, name: cmName },
     netns: str('netns'),
     overrides,
+    nodeName: str('hostname-override') ?? hostname(),
+    nodePortAddresses,
     output: output as StatusOptions['output'],
     namespace: str('namespace'),
     names: parsed.positionals,
@@ -603,7 +624,7 @@ export interface StatusDeps {
 }
 
 /** The kernel's side: one table dump and kube-ipvs0's addresses ([] when the link is missing). */
-async function readKernel(o: StatusOptions, deps: StatusDeps): Promise<{ table: IpvsTable; bound: LinkAddress[] }> {
+async function readKernel(o: StatusOptions, deps: StatusDeps): Promise<{ table: IpvsTable; bound: LinkAddress[]; local: LocalAddress[] }> {
   let kernel: Kernel;
   try {
     kernel = await (deps.openKernel ?? NetlinkKernel.open)(o.netns);
@@ -615,7 +636,8 @@ async function readKernel(o: StatusOptions, deps: StatusDeps): Promise<{ table: 
       if (err.code === 'ENODEV') return [];
       throw err;
     });
-    return { table: await kernel.dumpTable(), bound: await bound };
+    const local = kernel.listLocalAddresses();
+    return { table: await kernel.dumpTable(), bound: await bound, local: await local };
   } catch (err) {
     throw new StatusReadError(`cannot read the kernel's IPVS table: ${(err as Error).message}`);
   } finally {
@@ -633,6 +655,7 @@ interface ApiView {
   services: Map<string, V1Service>;
   endpointSlices: Map<string, V1EndpointSlice>;
   configMap?: V1ConfigMap;
+  node?: V1Node;
   errors: SourceError[];
 }
 
@@ -657,14 +680,14 @@ async function readApi(o: StatusOptions): Promise<ApiView> {
       throw new StatusReadError(`cannot load the kubeconfig: ${(err as Error).message}`);
     }
     // Watched like the agent watches it: its first list gates synced(), so the snapshot holds it.
-    source = new KubeSource({ kubeConfig, nodeName: hostname(), configMap: cm, logger, backoff: { initialMs: 200, maxMs: 2000 } });
+    source = new KubeSource({ kubeConfig, nodeName: o.nodeName, configMap: cm, logger, backoff: { initialMs: 200, maxMs: 2000 } });
   }
   const where = o.source === 'kube' ? 'the API server' : o.source.slice(4);
   try {
     await timeout(source.start(() => {}, (e) => errors.push(e)), o.syncTimeoutMs,
       () => `no Services, EndpointSlices and ConfigMap ${cm.namespace}/${cm.name} from ${where} within ${o.syncTimeoutMs / 1000}s${lastFailure ? ` (${lastFailure})` : ''}`);
     const snap = source.snapshot();
-    return { services: new Map(snap.services), endpointSlices: new Map(snap.endpointSlices), configMap: snap.configMap, errors };
+    return { services: new Map(snap.services), endpointSlices: new Map(snap.endpointSlices), configMap: snap.configMap, node: snap.node, errors };
   } catch (err) {
     throw err instanceof StatusReadError ? err : new StatusReadError(`cannot read ${where}: ${(err as Error).message}`);
   } finally {
@@ -698,7 +721,9 @@ export async function statusMain(argv: string[], deps: StatusDeps = {}): Promise
     const kernel = await readKernel(o, deps);
     const api = await readApi(o);
     const { config, errors: configErrors } = effectiveConfig(api.configMap, o.overrides);
-    const report = statusRows({ ...api, config, ...kernel });
+    const zone = api.node?.metadata?.labels?.[ZONE_LABEL];
+    const node: NodeContext = { name: o.nodeName, zone, ...nodeAddresses(kernel.local, DUMMY_LINK, parseCidrs(o.nodePortAddresses)) };
+    const report = statusRows({ ...api, config, ...kernel, node });
     report.errors.unshift(...configErrors, ...api.errors);
     const rows = filterRows(report.rows, { namespace: o.namespace, names: o.names, allIpvs: o.allIpvs });
     if (o.output === 'json') out(renderJson(report, rows));

@@ -25,45 +25,45 @@ test('the kernel took the programming and every drift command', () => {
 
 test('as programmed: `kipvs status --check` (a child process) exits 0 with every row in sync; the foreign service is not listed', () => {
   printed(v().inSync.check, 0, [
-    'NAMESPACE   NAME   VIP:PORT/PROTO         SCHEDULER      AFFINITY          ENDPOINTS   REAL SERVERS   STATE',
-    'apps        dual   10.96.0.30:80/TCP      lc             None              1/1         1              in sync',
-    'apps        dual   [fd00:96::30]:80/TCP   lc             None              1/1         1              in sync',
-    'default     api    10.96.0.20:443/TCP     sh (sh-port)   ClientIP 10800s   2/2         2              in sync',
-    'default     web    10.96.0.10:80/TCP      lc             None              2/3         2              in sync',
-    'default     web    10.96.0.10:53/UDP      lc             None              2/3         2              in sync',
+    'NAMESPACE   NAME   TYPE        VIP:PORT/PROTO         SCHEDULER      AFFINITY          ENDPOINTS   REAL SERVERS   STATE',
+    'apps        dual   ClusterIP   10.96.0.30:80/TCP      lc             None              1/1         1              in sync',
+    'apps        dual   ClusterIP   [fd00:96::30]:80/TCP   lc             None              1/1         1              in sync',
+    'default     api    ClusterIP   10.96.0.20:443/TCP     sh (sh-port)   ClientIP 10800s   2/2         2              in sync',
+    'default     web    ClusterIP   10.96.0.10:80/TCP      lc             None              2/3         2              in sync',
+    'default     web    ClusterIP   10.96.0.10:53/UDP      lc             None              2/3         2              in sync',
   ]);
 });
 
 test('-o wide --all-ipvs: one row per real server, and the foreign service', () => {
   printed(v().inSync.wide, 0, [
-    'NAMESPACE   NAME     VIP:PORT/PROTO              SCHEDULER      AFFINITY          ENDPOINTS   REAL SERVERS   WEIGHT   ACTIVE   INACTIVE   STATE',
-    'apps        dual     10.96.0.30:80/TCP           lc             None              1/1         1                       0        0          in sync',
-    '                       -> 10.244.5.1:8080                                                                    1        0        0          in sync',
-    'apps        dual     [fd00:96::30]:80/TCP        lc             None              1/1         1                       0        0          in sync',
-    '                       -> [fd00:244:5::1]:8080                                                               1        0        0          in sync',
-    'default     api      10.96.0.20:443/TCP          sh (sh-port)   ClientIP 10800s   2/2         2                       0        0          in sync',
-    '                       -> 10.244.4.1:8443                                                                    1        0        0          in sync',
-    '                       -> 10.244.4.2:8443                                                                    1        0        0          in sync',
-    'default     web      10.96.0.10:80/TCP           lc             None              2/3         2                       0        0          in sync',
-    '                       -> 10.244.1.5:8080                                                                    1        0        0          in sync',
-    '                       -> 10.244.2.6:8080                                                                    1        0        0          in sync',
-    'default     web      10.96.0.10:53/UDP           lc             None              2/3         2                       0        0          in sync',
-    '                       -> 10.244.1.5:5353                                                                    1        0        0          in sync',
-    '                       -> 10.244.2.6:5353                                                                    1        0        0          in sync',
-    '<none>      <none>   10.1.1.1:80/TCP             wrr            None              <none>      1                       0        0          foreign',
-    '                       -> 10.2.0.1:80                                                                        3        0        0          foreign',
+    'NAMESPACE   NAME     TYPE        VIP:PORT/PROTO              SCHEDULER      AFFINITY          ENDPOINTS   REAL SERVERS   WEIGHT   ACTIVE   INACTIVE   STATE',
+    'apps        dual     ClusterIP   10.96.0.30:80/TCP           lc             None              1/1         1                       0        0          in sync',
+    '                                   -> 10.244.5.1:8080                                                                    1        0        0          in sync',
+    'apps        dual     ClusterIP   [fd00:96::30]:80/TCP        lc             None              1/1         1                       0        0          in sync',
+    '                                   -> [fd00:244:5::1]:8080                                                               1        0        0          in sync',
+    'default     api      ClusterIP   10.96.0.20:443/TCP          sh (sh-port)   ClientIP 10800s   2/2         2                       0        0          in sync',
+    '                                   -> 10.244.4.1:8443                                                                    1        0        0          in sync',
+    '                                   -> 10.244.4.2:8443                                                                    1        0        0          in sync',
+    'default     web      ClusterIP   10.96.0.10:80/TCP           lc             None              2/3         2                       0        0          in sync',
+    '                                   -> 10.244.1.5:8080                                                                    1        0        0          in sync',
+    '                                   -> 10.244.2.6:8080                                                                    1        0        0          in sync',
+    'default     web      ClusterIP   10.96.0.10:53/UDP           lc             None              2/3         2                       0        0          in sync',
+    '                                   -> 10.244.1.5:5353                                                                    1        0        0          in sync',
+    '                                   -> 10.244.2.6:5353                                                                    1        0        0          in sync',
+    '<none>      <none>   <none>      10.1.1.1:80/TCP             wrr            None              <none>      1                       0        0          foreign',
+    '                                   -> 10.2.0.1:80                                                                        3        0        0          foreign',
   ]);
 });
 
 test('after drift: --check exits 1 and each row names its drift exactly', () => {
   printed(v().drifted.check, 1, [
-    'NAMESPACE   NAME     VIP:PORT/PROTO         SCHEDULER      AFFINITY          ENDPOINTS   REAL SERVERS   STATE',
-    'apps        dual     10.96.0.30:80/TCP      lc             None              1/1         2              mismatched: 1 extra real server',
-    'apps        dual     [fd00:96::30]:80/TCP   lc             None              1/1         <none>         missing',
-    'default     api      10.96.0.20:443/TCP     sh (sh-port)   ClientIP 10800s   2/2         2              mismatched: 1 real server differs (weight 5≠1)',
-    'default     web      10.96.0.10:80/TCP      lc             None              2/3         1              mismatched: 1 real server missing',
-    'default     web      10.96.0.10:53/UDP      lc             None              2/3         2              mismatched: scheduler wrr≠lc',
-    '<none>      <none>   10.96.0.99:8080/TCP    rr             None              <none>      0              extra',
+    'NAMESPACE   NAME     TYPE        VIP:PORT/PROTO         SCHEDULER      AFFINITY          ENDPOINTS   REAL SERVERS   STATE',
+    'apps        dual     ClusterIP   10.96.0.30:80/TCP      lc             None              1/1         2              mismatched: 1 extra real server',
+    'apps        dual     ClusterIP   [fd00:96::30]:80/TCP   lc             None              1/1         <none>         missing',
+    'default     api      ClusterIP   10.96.0.20:443/TCP     sh (sh-port)   ClientIP 10800s   2/2         2              mismatched: 1 real server differs (weight 5≠1)',
+    'default     web      ClusterIP   10.96.0.10:80/TCP      lc             None              2/3         1              mismatched: 1 real server missing',
+    'default     web      ClusterIP   10.96.0.10:53/UDP      lc             None              2/3         2              mismatched: scheduler wrr≠lc',
+    '<none>      <none>   <none>      10.96.0.99:8080/TCP    rr             None              <none>      0              extra',
   ]);
 });
 
@@ -86,17 +86,17 @@ test('after drift: `-o json --all-ipvs --check` (a child process) parses, says t
 
 test('--ipvs-scheduler wrr (as an agent started with it): the ConfigMap\'s lc is overridden, so dns is in sync and http is not', () => {
   printed(v().drifted.flag, 0, [
-    'NAMESPACE   NAME   VIP:PORT/PROTO      SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE',
-    'default     web    10.96.0.10:80/TCP   wrr         None       2/3         1              mismatched: scheduler lc≠wrr, 1 real server missing',
-    'default     web    10.96.0.10:53/UDP   wrr         None       2/3         2              in sync',
+    'NAMESPACE   NAME   TYPE        VIP:PORT/PROTO      SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE',
+    'default     web    ClusterIP   10.96.0.10:80/TCP   wrr         None       2/3         1              mismatched: scheduler lc≠wrr, 1 real server missing',
+    'default     web    ClusterIP   10.96.0.10:53/UDP   wrr         None       2/3         2              in sync',
   ]);
 });
 
 test('-n apps --check: that namespace only (no extra rows), exit 1', () => {
   printed(v().drifted.namespace, 1, [
-    'NAMESPACE   NAME   VIP:PORT/PROTO         SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE',
-    'apps        dual   10.96.0.30:80/TCP      lc          None       1/1         2              mismatched: 1 extra real server',
-    'apps        dual   [fd00:96::30]:80/TCP   lc          None       1/1         <none>         missing',
+    'NAMESPACE   NAME   TYPE        VIP:PORT/PROTO         SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE',
+    'apps        dual   ClusterIP   10.96.0.30:80/TCP      lc          None       1/1         2              mismatched: 1 extra real server',
+    'apps        dual   ClusterIP   [fd00:96::30]:80/TCP   lc          None       1/1         <none>         missing',
   ]);
 });
 

@@ -191,3 +191,85 @@ test('a restarted agent adopts the kernel state and writes nothing', async () =>
   expect(await second.rec.sync()).toBe('ok');
   expect(k.counters.messages).toBe(0);
 });
+
+// ---- beyond ClusterIP: NodePorts on the node's addresses, external IPs, ownership by mark -------------
+
+/** A kernel with the node's own interface eth0 holding `addresses`. */
+async function nodeKernel(...addresses: string[]): Promise<FakeKernel> {
+  const k = new FakeKernel();
+  await k.ensureDummyLink('eth0');
+  k.inject(...addresses.map((a) => ({ kind: 'addAddress' as const, ifname: 'eth0', address: { family: (a.includes(':') ? 6 : 4) as 4 | 6, address: a, prefixLength: a.includes(':') ? 64 : 24 } })));
+  return k;
+}
+
+const nodePortService = (name: string, clusterIP: string, nodePort: number, spec: Record<string, unknown> = {}) =>
+  service(name, clusterIP, [{ name: 'http', port: 80, nodePort } as { name: string; port: number }], { spec: { type: 'NodePort', ...spec } as never });
+
+test('a NodePort is served on every node address, never bound to kube-ipvs0; an address that appears or goes is picked up by the next full sync', async () => {
+  const k = await nodeKernel('192.168.1.10', 'fd00:1::10', 'fe80::1');
+  const { source, rec } = setup(k);
+  source.put(nodePortService('web', '10.96.0.10', 30080), slice('web', 'a', ['10.244.1.5'], backend));
+  expect(await rec.sync()).toBe('ok');
+  // IPv4 Service: the IPv4 node address only; loopback, link-local and kube-ipvs0 addresses never.
+  expect(dump(k).filter((l) => !l.includes('->'))).toEqual(['TCP/10.96.0.10:80 rr 0x0 0', 'TCP/192.168.1.10:30080 rr 0x0 0']);
+  expect(dump(k)).toContain('TCP/192.168.1.10:30080 -> 10.244.1.5:8080 w1');
+  expect(vips(k)).toEqual(['10.96.0.10/32']);
+
+  k.inject({ kind: 'addAddress', ifname: 'eth0', address: { family: 4, address: '192.168.1.11', prefixLength: 24 } });
+  await rec.sync(); // partial: addresses are read on full syncs
+  expect(dump(k)).not.toContain('TCP/192.168.1.11:30080 rr 0x0 0');
+  await rec.sync({ full: true });
+  expect(dump(k)).toContain('TCP/192.168.1.11:30080 rr 0x0 0');
+  k.inject({ kind: 'deleteAddress', ifname: 'eth0', address: { family: 4, address: '192.168.1.10', prefixLength: 24 } });
+  await rec.sync({ full: true });
+  expect(dump(k).filter((l) => !l.includes('->'))).toEqual(['TCP/10.96.0.10:80 rr 0x0 0', 'TCP/192.168.1.11:30080 rr 0x0 0']);
+});
+
+test('kipvs marks its virtual servers: after a restart its stale NodePorts are deleted, a foreign one on a node address never is', async () => {
+  const k = await nodeKernel('192.168.1.10');
+  const foreign: VirtualServer = { family: 4, protocol: 'TCP', address: '192.168.1.10', port: 30099, fwmark: 0, scheduler: 'wrr', flags: 0, timeout: 0, netmask: 0xffffffff, peName: '' };
+  k.inject({ kind: 'addService', service: foreign });
+  const first = setup(k);
+  first.source.put(nodePortService('web', '10.96.0.10', 30080));
+  await first.rec.sync();
+  expect(k.table().services.filter((s) => s.service.flags & SVC_F_KIPVS).map((s) => serviceKey(s.service)).sort())
+    .toEqual(['TCP/10.96.0.10:80', 'TCP/192.168.1.10:30080']);
+
+  // A new agent, whose API view no longer has the Service: it deletes what it marked, and only that.
+  const second = setup(k);
+  second.source.put(service('other', '10.96.0.20', http));
+  expect(await second.rec.sync()).toBe('ok');
+  expect(dump(k)).toEqual(['TCP/10.96.0.20:80 rr 0x0 0', 'TCP/192.168.1.10:30099 wrr 0x0 0']);
+});
+
+test('external and load-balancer IPs: bound to kube-ipvs0 unless another interface has them', async () => {
+  const k = await nodeKernel('192.168.1.10', '203.0.113.50');
+  const { source, rec } = setup(k);
+  source.put(service('shop', '10.96.0.20', http, {
+    spec: { type: 'LoadBalancer', externalIPs: ['203.0.113.50', '203.0.113.51'] } as never,
+    status: { loadBalancer: { ingress: [{ ip: '198.51.100.5' }] } },
+  }));
+  await rec.sync();
+  expect(dump(k)).toEqual(['TCP/10.96.0.20:80 rr 0x0 0', 'TCP/198.51.100.5:80 rr 0x0 0', 'TCP/203.0.113.50:80 rr 0x0 0', 'TCP/203.0.113.51:80 rr 0x0 0']);
+  expect(vips(k)).toEqual(['10.96.0.20/32', '198.51.100.5/32', '203.0.113.51/32']);
+});
+
+test("a Node update recomputes Services only when the zone changes; topology hints then follow the node's zone", async () => {
+  const { kernel, source, rec } = setup();
+  const k = kernel as FakeKernel;
+  const hinted = slice('web', 'a', ['10.244.1.5', '10.244.2.6'], backend);
+  hinted.endpoints[0].hints = { forZones: [{ name: 'zone-a' }] };
+  hinted.endpoints[1].hints = { forZones: [{ name: 'zone-b' }] };
+  source.put(service('web', '10.96.0.10', http, { metadata: { name: 'web', annotations: { 'service.kubernetes.io/topology-mode': 'Auto' } } }), hinted);
+  const node = (zone: string, heartbeat: string) =>
+    ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a', labels: { 'topology.kubernetes.io/zone': zone } }, status: { conditions: [{ type: 'Ready', status: 'True', lastHeartbeatTime: heartbeat }] } });
+  source.put(node('zone-a', 't1') as never);
+  await rec.sync();
+  expect(dump(k).filter((l) => l.includes('->'))).toEqual(['TCP/10.96.0.10:80 -> 10.244.1.5:8080 w1']);
+  source.put(node('zone-a', 't2') as never);
+  await rec.sync();
+  expect(rec.lastReport?.written).toBe(0);
+  source.put(node('zone-b', 't3') as never);
+  await rec.sync();
+  expect(dump(k).filter((l) => l.includes('->'))).toEqual(['TCP/10.96.0.10:80 -> 10.244.2.6:8080 w1']);
+});

@@ -355,8 +355,8 @@ describe('kipvs status', () => {
     const ns = await run(fake, DIR, '--check', '-n', 'monitoring');
     expect(ns).toEqual({
       code: 0,
-      out: 'NAMESPACE    NAME      VIP:PORT/PROTO        SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE\n' +
-        'monitoring   metrics   10.96.0.70:9090/TCP   lc          None       1/1         1              in sync\n',
+      out: 'NAMESPACE    NAME      TYPE        VIP:PORT/PROTO        SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE\n' +
+        'monitoring   metrics   ClusterIP   10.96.0.70:9090/TCP   lc          None       1/1         1              in sync\n',
       err: '',
     });
     expect((await run(fake, DIR, '--check', 'web', 'api', 'dual')).code).toBe(0);
@@ -414,9 +414,9 @@ describe('kipvs status', () => {
       expect(await run(foreign, `--source=dir:${dir}`, '--all-ipvs', '--check')).toEqual({
         code: 0,
         err: '',
-        out: 'NAMESPACE   NAME     VIP:PORT/PROTO    SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE\n' +
-          '<none>      <none>   10.1.1.1:80/TCP   wrr         None       <none>      1              foreign\n' +
-          '<none>      <none>   FWM 42/IPv4       rr          None       <none>      1              foreign\n',
+        out: 'NAMESPACE   NAME     TYPE     VIP:PORT/PROTO    SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE\n' +
+          '<none>      <none>   <none>   10.1.1.1:80/TCP   wrr         None       <none>      1              foreign\n' +
+          '<none>      <none>   <none>   FWM 42/IPv4       rr          None       <none>      1              foreign\n',
       });
       expect(await run(foreign, `--source=dir:${dir}`)).toEqual({ code: 0, out: '', err: 'No virtual servers found.\n' });
     } finally {
