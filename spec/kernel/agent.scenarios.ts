@@ -16,13 +16,13 @@ import { node, recordingLogger, type LogEntry } from '../support/kube-fixtures.j
 import { observe, sortIpvsadm, tableAsIpvsadm, type Ctx, type IpvsadmService, type Netns, type Scenario } from './harness.js';
 
 /** --ipvs-sync-period and --ipvs-min-sync-period of every agent here. */
-const SYNC_PERIOD_MS = 2000;
+export const SYNC_PERIOD_MS = 2000;
 const MIN_SYNC_PERIOD_MS = 100;
-const NODE = 'kipvs-node-1';
+export const NODE = 'kipvs-node-1';
 const CONFIG_MAP = { namespace: 'kube-system', name: 'kipvs' };
 const IFNAME = 'kube-ipvs0';
 /** Bound on every wait: node under TCG is 20-100x slower than native. */
-const WAIT_MS = 30_000;
+export const WAIT_MS = 30_000;
 
 // ---- API objects ---------------------------------------------------------------------------------
 
@@ -63,7 +63,7 @@ interface OpRecord { at: number; op: string }
 /** Milliseconds since the scenario's clock started. */
 type Clock = () => number;
 
-interface Launched {
+export interface Launched {
   agent: Agent;
   /** Every op the agent handed to the kernel, in order (' FAILED' appended to refused ones). */
   ops: OpRecord[];
@@ -74,7 +74,7 @@ interface Launched {
   stop(): Promise<void>;
 }
 
-async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+export async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms); });
   try {
@@ -84,7 +84,7 @@ async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let agents = 0;
 
@@ -140,7 +140,7 @@ const clock = (): Clock => {
 };
 
 /** Runs `fn` with an API server holding `objects` and a ready agent; stops both whatever happens. */
-async function withAgent<T>(ctx: Ctx, objects: Array<[Resource, WireObject]>, fn: (a: Launched, api: TestApiServer, now: Clock) => Promise<T>): Promise<T> {
+export async function withAgent<T>(ctx: Ctx, objects: Array<[Resource, WireObject]>, fn: (a: Launched, api: TestApiServer, now: Clock) => Promise<T>): Promise<T> {
   const now = clock();
   const api = await serve([['nodes', node(NODE)], ...objects]);
   let a: Launched | undefined;
@@ -160,7 +160,7 @@ async function withAgent<T>(ctx: Ctx, objects: Array<[Resource, WireObject]>, fn
 // ---- kernel state --------------------------------------------------------------------------------
 
 /** One line per virtual server, counters left out: 'TCP  10.96.0.10:80 rr -> 10.244.1.5:8080 Masq 1 -> ...'. */
-function compact(list: IpvsadmService[]): string[] {
+export function compact(list: IpvsadmService[]): string[] {
   return sortIpvsadm(list).map((s) =>
     [`${s.id} ${s.scheduler}`, s.options, ...s.dests.map((d) => `-> ${d.addr} ${d.forward} ${d.weight}`)].filter(Boolean).join(' '));
 }
@@ -203,7 +203,7 @@ function addrs(ns: Netns): string[] {
 
 /** The kernel as the tools show it: ipvsadm -Ln (compacted), kube-ipvs0's addresses, and whether
  *  ipvsadm and our dump agree (null when they do). */
-async function tools(ctx: Ctx) {
+export async function tools(ctx: Ctx) {
   const o = await observe(ctx);
   return { ipvsadm: compact(o.ipvsadm), addrs: addrs(ctx), ipvsadmMismatch: o.ipvsadmMismatch };
 }
@@ -239,7 +239,7 @@ async function step(ctx: Ctx, a: Launched, label: string, act: () => void | Prom
 }
 
 /** Resolves after `n` full (periodic or retry) syncs that started from now have finished. */
-async function fullSyncs(a: Launched, n: number): Promise<SyncRecord[]> {
+export async function fullSyncs(a: Launched, n: number): Promise<SyncRecord[]> {
   const from = a.syncs.length;
   const full = () => a.syncs.slice(from).filter((s) => s.full);
   await bounded((async () => { while (full().length < n) await sleep(10); })(), n * SYNC_PERIOD_MS + WAIT_MS, `${n} full syncs`);
