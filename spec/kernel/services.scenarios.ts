@@ -10,6 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { Resource, WireObject } from '../support/apiserver.js';
+import { node } from '../support/kube-fixtures.js';
 import { compact, fullSyncs, NODE, sleep, WAIT_MS, withAgent, type Launched } from './agent.scenarios.js';
 import type { Ctx, Netns, Scenario } from './harness.js';
 
@@ -74,11 +75,12 @@ function service(name: string, spec: Record<string, unknown>, status?: Record<st
   return ['services', { metadata: { name, namespace: 'default' }, spec, ...(status ? { status } : {}) }];
 }
 
-function slices(service: string, families: Array<4 | 6> = [4]): Array<[Resource, WireObject]> {
+/** The Service's slices, one per family; `endpoint` adds fields to each pod's endpoint (conditions, hints). */
+function slices(service: string, families: Array<4 | 6> = [4], endpoint: (pod: number) => Record<string, unknown> = () => ({})): Array<[Resource, WireObject]> {
   return families.map((f) => ['endpointslices', {
     metadata: { name: `${service}-v${f}`, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
     addressType: f === 4 ? 'IPv4' : 'IPv6',
-    endpoints: PODS.map((p) => ({ addresses: [f === 4 ? p.ip : p.ip6], conditions: { ready: true }, nodeName: p.node })),
+    endpoints: PODS.map((p, i) => ({ addresses: [f === 4 ? p.ip : p.ip6], conditions: { ready: true }, nodeName: p.node, ...endpoint(i) })),
     ports: [{ name: 'http', protocol: 'TCP', port: 8080 }],
   }]);
 }
@@ -102,6 +104,12 @@ const OBJECTS: Array<[Resource, WireObject]> = [
     sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 600 } }, ports: port(30090),
   }),
   ...slices('dual', [4, 6]),
+  // Every endpoint terminating: the serving one keeps taking traffic, the other gets none.
+  service('term', { clusterIP: '10.96.10.50', clusterIPs: ['10.96.10.50'], ports: port() }),
+  ...slices('term', [4], (i) => ({ conditions: { ready: false, serving: i === 0, terminating: true } })),
+  // Topology hints: pod a for zone-a, pod b for zone-b; used once the Node says it is in zone-a.
+  service('zoned', { clusterIP: '10.96.10.60', clusterIPs: ['10.96.10.60'], trafficDistribution: 'PreferClose', ports: port() }),
+  ...slices('zoned', [4], (i) => ({ hints: { forZones: [{ name: i === 0 ? 'zone-a' : 'zone-b' }] } })),
 ];
 
 /** Polls `ipvsadm -Ln` (compacted) until `pred` holds; the milliseconds it took, or -1. */
@@ -130,7 +138,7 @@ export const scenarios: Scenario[] = [{
       return await withAgent(ctx, OBJECTS, async (a: Launched, api) => {
         const ready = await waitIpvs(ctx, has(`TCP  [${NODE_IP6}]:30090`));
         const programmed = { waitedMs: ready, ipvsadm: compact(ctx.ipvsadm()), kubeIpvs0: ctx.sh('ip -o addr show dev kube-ipvs0').split('\n').map((l) => l.split(/\s+/)[3]).filter(Boolean).sort() };
-        const traffic = {
+        const traffic: Record<string, Record<string, number>> = {
           nodePort: requests(client, `http://${NODE_IP}:30080/`, 6),
           clusterIP: requests(client, 'http://10.96.10.10/', 6),
           localNodePort: requests(client, `http://${NODE_IP}:30081/`, 4),
@@ -141,7 +149,13 @@ export const scenarios: Scenario[] = [{
           dualNodePort6: requests(client, `http://[${NODE_IP6}]:30090/`, 4),
           dualClusterIP6: requests(client, 'http://[fd00:96::30]/', 4),
           dualClusterIP4: requests(client, 'http://10.96.10.30/', 4),
+          terminating: requests(client, 'http://10.96.10.50/', 4),
+          zonedBefore: requests(client, 'http://10.96.10.60/', 4),
         };
+        // The Node gets its zone label: topology hints now apply.
+        api.update('nodes', { ...node(NODE), metadata: { name: NODE, labels: { 'topology.kubernetes.io/zone': 'zone-a' } } });
+        const zonedMs = await waitIpvs(ctx, (l) => l.includes(`TCP  10.96.10.60:80 rr${' -> 10.244.1.10:8080 Masq 1'}`));
+        traffic.zonedAfter = requests(client, 'http://10.96.10.60/', 4);
         // A node address that appears is served by the next full sync; one that goes is dropped.
         ctx.sh('ip addr add 192.168.60.100/24 dev c0');
         const appearedMs = await waitIpvs(ctx, has('TCP  192.168.60.100:30080'), 4 * 2000 + WAIT_MS);
@@ -153,7 +167,7 @@ export const scenarios: Scenario[] = [{
         const deletedMs = await waitIpvs(ctx, (l) => !has(`TCP  ${NODE_IP}:30080`)(l));
         await fullSyncs(a, 1);
         const afterDelete = compact(ctx.ipvsadm());
-        return { programmed, traffic, nodeAddress: { appearedMs, viaNewAddress, goneMs }, deletedMs, afterDelete };
+        return { programmed, traffic, zonedMs, nodeAddress: { appearedMs, viaNewAddress, goneMs }, deletedMs, afterDelete };
       });
     } finally {
       for (const s of topo.servers) s.kill();

@@ -10,6 +10,7 @@ interface Value {
   traffic: Record<string, Record<string, number>>;
   nodeAddress: { appearedMs: number; viaNewAddress: Record<string, number>; goneMs: number };
   deletedMs: number;
+  zonedMs: number;
   afterDelete: string[];
 }
 const v = (): Value => scenario(NAME);
@@ -31,6 +32,8 @@ test('the kernel has a virtual server per node address × NodePort, per external
     `TCP  10.96.10.20:80 rr${BOTH4}`,
     `TCP  10.96.10.30:80${DUAL}${BOTH4}`,
     `TCP  10.96.10.40:80 rr${LOCAL4}`,
+    `TCP  10.96.10.50:80 rr${LOCAL4}`,
+    `TCP  10.96.10.60:80 rr${BOTH4}`,
     `TCP  192.168.60.1:30080 rr${BOTH4}`,
     `TCP  192.168.60.1:30081 rr${LOCAL4}`,
     `TCP  192.168.60.1:30090${DUAL}${BOTH4}`,
@@ -39,7 +42,7 @@ test('the kernel has a virtual server per node address × NodePort, per external
     `TCP  192.168.62.5:80 rr${LOCAL4}`,
   ]);
   // Node addresses are never bound to kube-ipvs0; ClusterIPs, the external IP and the LB IP are.
-  expect(v().programmed.kubeIpvs0).toEqual(['10.96.10.10/32', '10.96.10.20/32', '10.96.10.30/32', '10.96.10.40/32', '192.168.61.5/32', '192.168.62.5/32', 'fd00:96::30/128']);
+  expect(v().programmed.kubeIpvs0).toEqual(['10.96.10.10/32', '10.96.10.20/32', '10.96.10.30/32', '10.96.10.40/32', '10.96.10.50/32', '10.96.10.60/32', '192.168.61.5/32', '192.168.62.5/32', 'fd00:96::30/128']);
 });
 
 test('externalTrafficPolicy Cluster: a NodePort and its ClusterIP spread over both pods', () => {
@@ -80,5 +83,15 @@ test("deleting the NodePort Service removes its virtual servers on every node ad
   const after = v().afterDelete;
   expect(after.filter((l) => /:30080 |10\.96\.10\.10:/.test(l))).toEqual([]);
   expect(after).toContain('TCP  192.168.60.1:30999 wrr');
-  expect(after).toHaveLength(13);
+  expect(after).toHaveLength(15);
+});
+
+test('terminating endpoints: with none ready, the serving-terminating one keeps serving', () => {
+  expect(v().traffic.terminating).toEqual({ 'a 192.168.60.2': 4 });
+});
+
+test("topology hints: ignored while the node has no zone, then only the endpoint hinted for the node's zone", () => {
+  expect(v().traffic.zonedBefore).toEqual({ 'a 192.168.60.2': 2, 'b 192.168.60.2': 2 });
+  expect(v().zonedMs).toBeGreaterThanOrEqual(0);
+  expect(v().traffic.zonedAfter).toEqual({ 'a 192.168.60.2': 4 });
 });
