@@ -3,6 +3,9 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { startAgent } from '../../lib/agent.js';
+import { agentOptions } from '../../lib/cli.js';
+import { FakeKernel } from '../../lib/kernel/fake.js';
 import { Sysctls, wantedSysctls } from '../../lib/sysctl.js';
 import { captureLogger } from '../support/logger.js';
 
@@ -99,5 +102,57 @@ describe('Sysctls.apply', () => {
     const r = new Sysctls({ logger: log, root, netns: join(root, 'no-such-netns') }).apply(wantedSysctls());
     expect(r.failed.map((f) => f.name)).toEqual(wantedSysctls().map((w) => w.name));
     expect(log.errors()[0]).toMatch(/^sysctl net\.ipv4\.vs\.conntrack could not be set: .*no-such-netns/);
+  });
+});
+
+describe('the agent', () => {
+  test('--ipvs-strict-arp is a flag, off by default', () => {
+    expect(agentOptions(['--ipvs-strict-arp']).strictArp).toBe(true);
+    expect(agentOptions([]).strictArp).toBe(false);
+  });
+
+  test('sets the kernel settings at start, logs each once, and repairs a reset at the next full sync', async () => {
+    const log = captureLogger();
+    const agent = await startAgent({
+      source: 'dir:manifests/examples',
+      configMap: 'kube-system/kipvs',
+      overrides: {},
+      syncPeriodMs: 200,
+      minSyncPeriodMs: 10,
+      logger: log,
+      kernel: new FakeKernel(),
+      sysctlRoot: root,
+      strictArp: true,
+    });
+    try {
+      await agent.ready;
+      for (const w of wantedSysctls({ strictArp: true })) expect(read(w.name)).toBe(w.value);
+      expect(read('net.ipv6.conf.all.forwarding')).toBe('0'); // the examples are IPv4 only
+      const changes = () => log.lines.filter((l) => l.msg.startsWith('sysctl ')).map((l) => l.msg);
+      expect(changes()).toEqual(wantedSysctls({ strictArp: true }).map((w) => `sysctl ${w.name} set: 0 → ${w.value}`));
+
+      put('net.ipv4.ip_forward', '0');
+      for (const t0 = Date.now(); read('net.ipv4.ip_forward') !== '1' && Date.now() - t0 < 5000; ) await new Promise((r) => setTimeout(r, 50));
+      expect(read('net.ipv4.ip_forward')).toBe('1');
+      await new Promise((r) => setTimeout(r, 500)); // more full syncs: nothing else to log
+      expect(changes().slice(6)).toEqual(['sysctl net.ipv4.ip_forward set: 0 → 1']);
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  test('with an injected kernel and no sysctl root, the host\'s settings are left alone', async () => {
+    const agent = await startAgent({
+      source: 'dir:manifests/examples',
+      configMap: 'kube-system/kipvs',
+      overrides: {},
+      syncPeriodMs: 30000,
+      minSyncPeriodMs: 10,
+      logger: captureLogger(),
+      kernel: new FakeKernel(),
+    });
+    await agent.ready;
+    expect(agent.sysctls).toBeUndefined();
+    await agent.stop();
   });
 });
