@@ -15,6 +15,8 @@ import { SyncRunner } from './proxy/runner.js';
 import { health, serve } from './http.js';
 import { Metrics } from './metrics.js';
 import { DirSource } from './sources/dir.js';
+import { HealthCheckServers, healthCheckWant } from './healthcheck.js';
+import { Sysctls, wantedSysctls } from './sysctl.js';
 import { KubeSource } from './sources/kube.js';
 import type { Source } from './sources/types.js';
 
@@ -37,6 +39,13 @@ export interface AgentOptions {
   healthzBindAddress?: string;
   /** HOST:PORT for /metrics ('' = off). */
   metricsBindAddress?: string;
+  /** --ipvs-strict-arp: also set arp_ignore=1 and arp_announce=2 (see lib/sysctl.ts). */
+  strictArp?: boolean;
+  /**
+   * Where the kernel settings live: '/proc/sys' by default, read in the target namespace; null leaves
+   * them alone. With an injected `kernel` (tests) the default is null: a test never writes the host's.
+   */
+  sysctlRoot?: string | null;
   /** For tests: a kernel to use instead of opening one. */
   kernel?: Kernel;
 }
@@ -47,6 +56,10 @@ export interface Agent {
   runner: SyncRunner;
   source: Source;
   kernel: Kernel;
+  /** The healthCheckNodePort servers; feed them with healthChecks.update(healthCheckWant(...)). */
+  healthChecks: HealthCheckServers;
+  /** The kernel settings, applied at start and again at every full sync; undefined when left alone. */
+  sysctls?: Sysctls;
   /** Events on Services in error (kube source only). */
   recorder?: EventRecorder;
   /** Where /healthz and /metrics listen (host:port as bound), when enabled. */
@@ -79,6 +92,10 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   const kernel = o.kernel ?? (await NetlinkKernel.open(o.netns));
   const info = await kernel.ipvsInfo();
   log.info('kernel IPVS ready', { version: info.version, connTabSize: info.connTabSize, netns: o.netns ?? 'current' });
+  // After the kernel is open: that loads ip_vs, which is what makes net.ipv4.vs.* exist.
+  const sysctlRoot = o.sysctlRoot === undefined ? (o.kernel ? null : '/proc/sys') : o.sysctlRoot;
+  const sysctls = sysctlRoot === null ? undefined : new Sysctls({ logger: log, netns: o.netns, root: sysctlRoot });
+  sysctls?.apply(wantedSysctls({ strictArp: o.strictArp }));
   const { source, kubeConfig } = makeSource(o, nodeName);
   // Events on the Services in error, with the API server as source only (there is none to tell otherwise).
   const recorder = kubeConfig && new EventRecorder({ api: kubeConfig, instance: nodeName, logger: log });
@@ -86,6 +103,13 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     const { namespace, name } = splitName(key);
     const uid = source.snapshot().services.get(key)?.metadata?.uid;
     for (const e of errors) recorder.warn({ namespace, name, uid }, reasonFor(e), `${e.object}: ${e.reason}`);
+  });
+  const startedAt = Date.now();
+  // kube-proxy's serviceProxyHealthy: a node whose proxy is not syncing answers 503 to every probe.
+  const healthChecks = new HealthCheckServers({
+    logger: log,
+    netns: o.netns,
+    healthy: () => health(runner.status(), startedAt, 2 * o.syncPeriodMs).healthy,
   });
   const reconciler = new Reconciler({
     kernel, source, logger: log, overrides: o.overrides, onObjectErrors, nodeName, nodePortAddresses: o.nodePortAddresses,
@@ -95,6 +119,13 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   const synced = new Promise<void>((resolve) => (firstSync = resolve));
   const runner = new SyncRunner(async (reason) => {
     const result = await reconciler.sync({ full: reason !== 'requested' });
+    // Cheap (one read per setting when nothing changed): repairs a setting reset behind our back.
+    if (reconciler.lastReport?.full && sysctls) {
+      const ipv6 = [...reconciler.desiredState().services.values()].some((vs) => vs.service.family === 6);
+      sysctls.apply(wantedSysctls({ strictArp: o.strictArp, ipv6 }));
+    }
+    // The healthCheckNodePort servers follow this node's local endpoints (never rejects).
+    void healthChecks.update(healthCheckWant(reconciler.serviceResults()));
     metrics.noteSync(reconciler.lastReport, result);
     firstSync();
     return result;
@@ -115,7 +146,6 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     runner.run();
     await synced;
   })();
-  const startedAt = Date.now();
   const healthRoute = async () => {
     const h = health(runner.status(), startedAt, 2 * o.syncPeriodMs);
     return { status: h.healthy ? 200 : 503, type: 'application/json', body: JSON.stringify(h) };
@@ -139,10 +169,13 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     runner,
     source,
     kernel,
+    healthChecks,
+    sysctls,
     recorder,
     ready,
     async stop() {
       for (const s of servers) s?.close();
+      await healthChecks.close();
       await runner.stop();
       await source.stop();
       await recorder?.close();

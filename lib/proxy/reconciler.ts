@@ -326,6 +326,11 @@ export class Reconciler {
     }
   }
 
+  /** Each valid Service's last result, by namespace/name (read-only: health checks, status, tests). */
+  serviceResults(): ReadonlyMap<string, ServiceResult> {
+    return this.results;
+  }
+
   /** The desired state as it stands (read-only view for status and tests). */
   desiredState(): DesiredState {
     return this.desired;

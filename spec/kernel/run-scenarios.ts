@@ -10,8 +10,9 @@ import { scenarios as linkScenarios } from './links.scenarios.js';
 import { scenarios as agentScenarios } from './agent.scenarios.js';
 import { scenarios as statusScenarios } from './status.scenarios.js';
 import { scenarios as serviceScenarios } from './services.scenarios.js';
+import { scenarios as nodecfgScenarios } from './nodecfg.scenarios.js';
 
-const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios, ...serviceScenarios];
+const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios, ...serviceScenarios, ...nodecfgScenarios];
 
 async function runOne(s: Scenario, i: number) {
   const created: string[] = [];

@@ -152,6 +152,8 @@ export const scenarios: Scenario[] = [{
           terminating: requests(client, 'http://10.96.10.50/', 4),
           zonedBefore: requests(client, 'http://10.96.10.60/', 4),
         };
+        // shop's healthCheckNodePort, asked from outside as a cloud load balancer would.
+        const healthCheck = client.sh(`curl -sS -i -m 5 http://${NODE_IP}:32000/ || true`).replace(/\r/g, '');
         // The Node gets its zone label: topology hints now apply.
         api.update('nodes', { ...node(NODE), metadata: { name: NODE, labels: { 'topology.kubernetes.io/zone': 'zone-a' } } });
         const zonedMs = await waitIpvs(ctx, (l) => l.includes(`TCP  10.96.10.60:80 rr${' -> 10.244.1.10:8080 Masq 1'}`));
@@ -167,7 +169,7 @@ export const scenarios: Scenario[] = [{
         const deletedMs = await waitIpvs(ctx, (l) => !has(`TCP  ${NODE_IP}:30080`)(l));
         await fullSyncs(a, 1);
         const afterDelete = compact(ctx.ipvsadm());
-        return { programmed, traffic, zonedMs, nodeAddress: { appearedMs, viaNewAddress, goneMs }, deletedMs, afterDelete };
+        return { programmed, traffic, healthCheck, zonedMs, nodeAddress: { appearedMs, viaNewAddress, goneMs }, deletedMs, afterDelete };
       });
     } finally {
       for (const s of topo.servers) s.kill();

@@ -11,6 +11,7 @@ interface Value {
   nodeAddress: { appearedMs: number; viaNewAddress: Record<string, number>; goneMs: number };
   deletedMs: number;
   zonedMs: number;
+  healthCheck: string;
   afterDelete: string[];
 }
 const v = (): Value => scenario(NAME);
@@ -54,6 +55,14 @@ test("externalTrafficPolicy Local: NodePort, external IP and load-balancer IP re
   const t = v().traffic;
   for (const path of ['localNodePort', 'localExternalIP', 'localLoadBalancer']) expect([path, t[path]]).toEqual([path, { 'a 192.168.60.2': 4 }]);
   expect(t.localClusterIP).toEqual({ 'a 192.168.60.2': 3, 'b 192.168.60.2': 3 });
+});
+
+test('the healthCheckNodePort of the Local LoadBalancer answers 200 with the count of local endpoints, as kube-proxy does', () => {
+  const text = v().healthCheck;
+  expect(text).toMatch(/^HTTP\/1\.1 200 OK\n/);
+  expect(text).toMatch(/\nContent-Type: application\/json\n/i);
+  expect(text).toMatch(/\nX-Load-Balancing-Endpoint-Weight: 1\n/i);
+  expect(JSON.parse(text.slice(text.indexOf('\n\n') + 2))).toEqual({ service: { namespace: 'default', name: 'shop' }, localEndpoints: 1, serviceProxyHealthy: true });
 });
 
 test("internalTrafficPolicy Local: the ClusterIP reaches only this node's pod", () => {
