@@ -7,7 +7,8 @@
 // runs a small HTTP server answering "<pod> <peer address>", so a request shows who served it and
 // which source address the pod saw. Expectations live in services.test.ts.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import type { Resource, WireObject } from '../support/apiserver.js';
 import { node } from '../support/kube-fixtures.js';
@@ -22,6 +23,10 @@ const PODS = [
   { name: 'b', ip: '10.244.2.10', ip6: 'fd00:244::b', node: 'kipvs-node-2' },
 ];
 const SERVER = '/tmp/kipvs-services-server.mjs';
+
+/** A command's stdout, or its error text: without blocking the event loop (the agent shares it). */
+const run = (cmd: string, args: string[]) =>
+  promisify(execFile)(cmd, args, { encoding: 'utf8' }).then((r) => r.stdout, (e: { stdout?: string; message: string }) => `${e.stdout ?? ''}${e.message}`);
 
 /** The pods' server: one line per request, the pod's name and the peer address it saw. */
 const SERVER_JS = `import http from 'node:http';
@@ -152,8 +157,9 @@ export const scenarios: Scenario[] = [{
           terminating: requests(client, 'http://10.96.10.50/', 4),
           zonedBefore: requests(client, 'http://10.96.10.60/', 4),
         };
-        // shop's healthCheckNodePort, asked from outside as a cloud load balancer would.
-        const healthCheck = client.sh(`curl -sS -i -m 5 http://${NODE_IP}:32000/ || true`).replace(/\r/g, '');
+        // shop's healthCheckNodePort, asked from outside as a cloud load balancer would. Asynchronously:
+        // the agent answering it runs in this process, and execFileSync would block its event loop.
+        const healthCheck = (await run('ip', ['netns', 'exec', client.name, 'curl', '-sS', '-i', '-m', '5', `http://${NODE_IP}:32000/`])).replace(/\r/g, '');
         // The Node gets its zone label: topology hints now apply.
         api.update('nodes', { ...node(NODE), metadata: { name: NODE, labels: { 'topology.kubernetes.io/zone': 'zone-a' } } });
         const zonedMs = await waitIpvs(ctx, (l) => l.includes(`TCP  10.96.10.60:80 rr${' -> 10.244.1.10:8080 Masq 1'}`));
