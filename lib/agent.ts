@@ -30,6 +30,8 @@ export interface AgentOptions {
   overrides: Partial<ProxyConfig>;
   syncPeriodMs: number;
   minSyncPeriodMs: number;
+  /** --graceful-termination-max-wait: longest a removed real server drains at weight 0 (default 60 s). */
+  gracefulTerminationMaxWaitMs?: number;
   logger: Logger;
   /** HOST:PORT for /healthz and /livez ('' = off). */
   healthzBindAddress?: string;
@@ -85,7 +87,11 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     const uid = source.snapshot().services.get(key)?.metadata?.uid;
     for (const e of errors) recorder.warn({ namespace, name, uid }, reasonFor(e), `${e.object}: ${e.reason}`);
   });
-  const reconciler = new Reconciler({ kernel, source, logger: log, overrides: o.overrides, onObjectErrors });
+  const reconciler = new Reconciler({
+    kernel, source, logger: log, overrides: o.overrides, onObjectErrors,
+    // While real servers drain, a (cheap, partial) sync every second deletes each once its connections end.
+    graceful: { maxWaitMs: o.gracefulTerminationMaxWaitMs, wake: () => runner.run() },
+  });
   const metrics = new Metrics(kernel, reconciler);
   let firstSync: () => void = () => {};
   const synced = new Promise<void>((resolve) => (firstSync = resolve));
@@ -140,6 +146,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     async stop() {
       for (const s of servers) s?.close();
       await runner.stop();
+      reconciler.graceful.stop();
       await source.stop();
       await recorder?.close();
       await kernel.close();
