@@ -48,7 +48,7 @@ async function gauge(a: Launched): Promise<number | undefined> {
 }
 
 /** Waits for `pred` on the kernel (polling our dump), bounded; returns ms since `since`. */
-async function waitFor(ctx: Ctx, pred: () => Promise<boolean> | boolean, since: number, timeoutMs: number): Promise<number | null> {
+async function waitFor(pred: () => Promise<boolean> | boolean, since: number, timeoutMs: number): Promise<number | null> {
   for (;;) {
     if (await pred()) return Math.round(performance.now() - since);
     if (performance.now() - since > timeoutMs) return null;
@@ -118,7 +118,10 @@ const drains: Scenario = {
         const acceptedMark = server.lines.length;
         const fresh = cl.sh(`bash -c 'for i in 1 2 3 4 5 6; do exec 3<>/dev/tcp/${VIP}/80; echo hi-$i >&3; read -t 10 l <&3; echo "$l"; exec 3<&-; done'`)
           .split('\n').filter(Boolean);
-        const freshBackends = server.lines.slice(acceptedMark).filter((l) => l.event === 'accepted').map((l) => String(l.local));
+        // The server's lines are read while this process waits, not during the blocking shell above.
+        const accepted = () => server!.lines.slice(acceptedMark).filter((l) => l.event === 'accepted').map((l) => String(l.local));
+        await waitFor(() => accepted().length >= fresh.length, performance.now(), WAIT_MS);
+        const freshBackends = accepted();
 
         // 2. A's endpoint comes back while draining: weight 1 again, its connections untouched.
         t = performance.now();
@@ -138,7 +141,7 @@ const drains: Scenario = {
         await sleep(300);
         const afterReset = { tcpA: realServer(ctx, 'TCP', `${A}:8080`), states: connections(ctx).filter((e) => e.dest === `${A}:8080`).map((e) => e.state) };
         let zeroAt: number | undefined;
-        const goneMs = await waitFor(ctx, async () => {
+        const goneMs = await waitFor(async () => {
           const d = (await ctx.kernel.dumpTable()).services.find((s) => s.service.protocol === 'TCP')?.destinations.find((x) => x.address === A);
           if (d && d.activeConns + d.inactiveConns === 0) zeroAt ??= performance.now();
           return !d;
@@ -151,10 +154,13 @@ const drains: Scenario = {
         t = performance.now();
         update([]);
         const removedB = await until(ctx, want([[B, 0]], []), t);
-        const drainingB = { tcpB: realServer(ctx, 'TCP', `${B}:8080`), gauge: await gauge(a) };
+        const drainingB = {
+          tcpB: realServer(ctx, 'TCP', `${B}:8080`), gauge: await gauge(a),
+          states: connections(ctx).filter((e) => e.dest === `${B}:8080`).map((e) => e.state).sort(),
+        };
         const whileBDrains = await moreEchoes(onB, 3, 'echoes while B drains');
         const troublesOnBWhileDraining = onB.map(troubles);
-        const bGoneMs = await waitFor(ctx, () => !realServer(ctx, 'TCP', `${B}:8080`), t, MAX_WAIT_MS + WAIT_MS);
+        const bGoneMs = await waitFor(() => !realServer(ctx, 'TCP', `${B}:8080`), t, MAX_WAIT_MS + WAIT_MS);
         const afterB = { state: await kernelState(ctx), gauge: await gauge(a) };
 
         return {

@@ -20,7 +20,7 @@ test('figures', () => {
     `  connections: ${s.backendOf.join(', ')}`,
     `  removal -> weight 0: ${s.removed.ms} ms (${s.removed.tcpA?.active} active on A); restore: ${s.restored.ms} ms; removed again: ${s.removedAgain.ms} ms`,
     `  RST -> no connection counted on A: ${s.zeroMs} ms; -> A deleted: ${s.goneMs} ms (${s.goneAfterZeroMs} ms after the count reached 0); states after the RST: ${s.afterReset.states.join(' ')}`,
-    `  B removed -> deleted at the maximum wait of ${s.maxWaitMs} ms: ${s.bGoneMs} ms (it had ${s.removedB.tcpB?.active} active, ${s.removedB.tcpB?.inactive} inactive)`,
+    `  B removed -> deleted at the maximum wait of ${s.maxWaitMs} ms: ${s.bGoneMs} ms (it had ${s.removedB.tcpB?.active} active, ${s.removedB.tcpB?.inactive} inactive: ${s.removedB.states?.join(' ')})`,
     ...s.drainLog.map((l: string) => `  log ${l}`),
   ].join('\n'));
 });
@@ -69,7 +69,7 @@ test('once the kernel counts no connection on the draining real server it is del
   expect(s.afterA.state.services).toEqual([`TCP  10.96.0.10:80 rr -> ${B}:8080 Masq 1`, `UDP  10.96.0.10:53 rr -> ${B}:5353 Masq 1`]);
   expect(s.afterA.gauge).toBe(0);
   expect(s.bStillEchoes.every((n: number) => n >= 3)).toBe(true);
-  expect(s.drainLog).toContain(expect.stringMatching(new RegExp(`^info: real server TCP/10.96.0.10:80 -> ${A.replace(/\./g, '\\.')}:8080 deleted: its connections ended`)));
+  expect(s.drainLog).toContainEqual(expect.stringMatching(new RegExp(`^info: real server TCP/10.96.0.10:80 -> ${A.replace(/\./g, '\\.')}:8080 deleted: its connections ended`)));
 });
 
 test('a real server whose connections stay is deleted at the maximum wait, not before, with a warning', () => {
