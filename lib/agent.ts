@@ -34,6 +34,8 @@ export interface AgentOptions {
   overrides: Partial<ProxyConfig>;
   syncPeriodMs: number;
   minSyncPeriodMs: number;
+  /** --graceful-termination-max-wait: longest a removed real server drains at weight 0 (default 60 s). */
+  gracefulTerminationMaxWaitMs?: number;
   logger: Logger;
   /** HOST:PORT for /healthz and /livez ('' = off). */
   healthzBindAddress?: string;
@@ -113,6 +115,8 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   });
   const reconciler = new Reconciler({
     kernel, source, logger: log, overrides: o.overrides, onObjectErrors, nodeName, nodePortAddresses: o.nodePortAddresses,
+    // While real servers drain, a (cheap, partial) sync every second deletes each once its connections end.
+    graceful: { maxWaitMs: o.gracefulTerminationMaxWaitMs, wake: () => runner.run() },
   });
   const metrics = new Metrics(kernel, reconciler);
   let firstSync: () => void = () => {};
@@ -177,6 +181,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       for (const s of servers) s?.close();
       await healthChecks.close();
       await runner.stop();
+      reconciler.graceful.stop();
       await source.stop();
       await recorder?.close();
       await kernel.close();

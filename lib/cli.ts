@@ -29,6 +29,7 @@ const AGENT_FLAGS = {
   'ipvs-tcpfin-timeout': { type: 'string', help: 'IPVS TCP FIN_WAIT timeout' },
   'ipvs-udp-timeout': { type: 'string', help: 'IPVS UDP timeout' },
   'ipvs-strict-arp': { type: 'boolean', help: 'set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2, so VIPs on kube-ipvs0 are not answered by ARP' },
+  'graceful-termination-max-wait': { type: 'string', default: '60s', help: 'longest a removed endpoint\'s real server drains at weight 0 before its delete (0 = delete at once)' },
   'healthz-bind-address': { type: 'string', default: '0.0.0.0:10256', help: 'HOST:PORT for /healthz and /livez ("" to disable)' },
   'metrics-bind-address': { type: 'string', default: '127.0.0.1:10249', help: 'HOST:PORT for /metrics ("" to disable)' },
   cleanup: { type: 'boolean', help: 'remove what kipvs created (its virtual servers, their addresses, kube-ipvs0) and exit' },
@@ -49,6 +50,7 @@ function usage(): string {
 
 /** Go-style durations as kube-proxy takes them: 30s, 1m30s, 500ms, 2h. → milliseconds. */
 export function parseDuration(text: string, flag: string): number {
+  if (text === '0') return 0; // as Go's time.ParseDuration
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
   let total = 0;
   let consumed = 0;
@@ -122,6 +124,7 @@ export function agentOptions(argv: string[]) {
     metricsBindAddress: bind('metrics-bind-address'),
     syncPeriodMs: parseDuration(str('ipvs-sync-period')!, 'ipvs-sync-period'),
     minSyncPeriodMs: parseDuration(str('ipvs-min-sync-period')!, 'ipvs-min-sync-period'),
+    gracefulTerminationMaxWaitMs: parseDuration(str('graceful-termination-max-wait')!, 'graceful-termination-max-wait'),
   };
 }
 

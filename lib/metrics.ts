@@ -86,6 +86,14 @@ export class Metrics {
     const packets = perService('kipvs_ipvs_service_packets', 'Packets through the virtual server (kernel counter)', ['direction'], refresh);
     const bytes = perService('kipvs_ipvs_service_bytes', 'Bytes through the virtual server (kernel counter)', ['direction'], refresh);
     new client.Gauge({
+      name: 'kipvs_draining_real_servers',
+      help: 'Real servers at weight 0 waiting for their connections to end before their delete (graceful termination)',
+      registers: [registry],
+      collect() {
+        this.set(reconciler.graceful.draining.size);
+      },
+    });
+    new client.Gauge({
       name: 'kipvs_object_errors',
       help: 'Services whose objects (Service, EndpointSlices) have errors and are skipped in part or whole',
       registers: [registry],

@@ -5,13 +5,14 @@
 // O(1) work and O(1) messages. Nothing is written before the Source has completed its first list.
 
 import type { V1EndpointSlice } from '@kubernetes/client-node';
-import type { Kernel, KernelOp } from '../kernel/types.js';
+import type { IpvsTable, Kernel, KernelOp } from '../kernel/types.js';
 import type { Logger } from '../log.js';
 import { SERVICE_NAME_LABEL, type Change, type Source } from '../sources/types.js';
 import { applyConfigMap, DEFAULT_CONFIG, type ProxyConfig } from './config.js';
 import { desiredForService, sameDesired, type NodeContext, type ObjectError, type ServiceResult } from './desired.js';
 import { nodeAddresses, parseCidrs, sameNode, ZONE_LABEL } from './node.js';
 import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
+import { GracefulTermination, type GracefulOptions } from './graceful.js';
 
 export const DUMMY_LINK = 'kube-ipvs0';
 
@@ -42,6 +43,8 @@ export interface ReconcilerOptions {
   nodePortAddresses?: readonly string[];
   /** Called with a Service's errors whenever they change to a new, non-empty set (when they are logged). */
   onObjectErrors?: (service: string, errors: readonly ObjectError[]) => void;
+  /** Graceful termination of removed real servers (maximum wait, clock, the periodic check's wake-up). */
+  graceful?: GracefulOptions;
 }
 
 export class Reconciler {
@@ -76,6 +79,8 @@ export class Reconciler {
   lastReport: SyncReport | undefined;
   /** Object errors currently in force, by Service; for status and metrics. */
   readonly objectErrors = new Map<string, ObjectError[]>();
+  /** Real servers draining at weight 0 before their delete. */
+  readonly graceful: GracefulTermination;
 
   constructor(opts: ReconcilerOptions) {
     this.kernel = opts.kernel;
@@ -88,6 +93,7 @@ export class Reconciler {
     this.config = { ...this.defaults, ...this.overrides };
     this.nodePortCidrs = parseCidrs(opts.nodePortAddresses ?? []);
     this.node = { name: opts.nodeName ?? '', nodePortAddresses: [], localAddresses: new Set() };
+    this.graceful = new GracefulTermination(this.kernel, this.log, opts.graceful);
   }
 
   /** Records source changes; the next sync recomputes the Services they touch. */
@@ -267,17 +273,21 @@ export class Reconciler {
         for (const key of this.dirty) this.recompute(key, touched);
       }
       this.dirty.clear();
+      // Draining real servers are diffed on every sync until their delete is written.
+      if (!full) for (const key of this.graceful.serviceKeys()) touched.services.add(key);
       t1 = performance.now();
+      let table: IpvsTable | undefined;
       if (full) {
         await this.kernel.ensureDummyLink(this.ifname);
         timeoutsOk = await this.syncTimeouts();
-        const [table, bound] = await Promise.all([this.kernel.dumpTable(), this.kernel.listAddresses(this.ifname)]);
+        const [dumped, bound] = await Promise.all([this.kernel.dumpTable(), this.kernel.listAddresses(this.ifname)]);
+        table = dumped;
         this.observed = observedFromKernel(table, bound, this.desired);
         this.needFull = false;
       }
       const observed = this.observed!;
       const t2 = performance.now();
-      const ops = diff(this.desired, observed, this.ifname, full ? undefined : touched);
+      const ops = await this.graceful.plan(diff(this.desired, observed, this.ifname, full ? undefined : touched), observed, table);
       const t3 = performance.now();
       const result = ops.length ? await this.kernel.apply(ops) : { applied: 0, errors: [] };
       applyToObserved(observed, ops, new Set(result.errors.map((e) => e.index!)));

@@ -8,7 +8,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
-import { startAgent, type Agent } from '../../lib/agent.js';
+import { startAgent, type Agent, type AgentOptions } from '../../lib/agent.js';
 import { describeOp } from '../../lib/kernel/ids.js';
 import type { SyncReport } from '../../lib/proxy/reconciler.js';
 import { TestApiServer, type Resource, type WireObject } from '../support/apiserver.js';
@@ -26,9 +26,9 @@ export const WAIT_MS = 30_000;
 
 // ---- API objects ---------------------------------------------------------------------------------
 
-interface PortSpec { name: string; protocol?: 'TCP' | 'UDP' | 'SCTP'; port: number; target: number }
+export interface PortSpec { name: string; protocol?: 'TCP' | 'UDP' | 'SCTP'; port: number; target: number }
 
-function svc(name: string, clusterIP: string, ports: PortSpec[], extra: { annotations?: Record<string, string>; affinity?: number } = {}): WireObject {
+export function svc(name: string, clusterIP: string, ports: PortSpec[], extra: { annotations?: Record<string, string>; affinity?: number } = {}): WireObject {
   return {
     metadata: { name, namespace: 'default', ...(extra.annotations ? { annotations: extra.annotations } : {}) },
     spec: {
@@ -44,7 +44,7 @@ function svc(name: string, clusterIP: string, ports: PortSpec[], extra: { annota
 }
 
 /** An IPv4 slice of Service `service`; endpoints as 'ip' (ready) or '!ip' (not ready). */
-function slice(name: string, service: string, endpoints: string[], ports: PortSpec[]): WireObject {
+export function slice(name: string, service: string, endpoints: string[], ports: PortSpec[]): WireObject {
   return {
     metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
     addressType: 'IPv4',
@@ -94,13 +94,13 @@ let agents = 0;
  * every op and every sync is recorded; both are in place before the first sync can run, since that
  * waits on the API server's answers.
  */
-async function launch(ctx: Ctx, api: TestApiServer, now: Clock): Promise<Launched> {
+async function launch(ctx: Ctx, api: TestApiServer, now: Clock, extra: Partial<AgentOptions> = {}): Promise<Launched> {
   const kubeconfig = `/tmp/${ctx.name}-agent${++agents}.kubeconfig`;
   api.writeKubeconfig(kubeconfig);
   const rec = recordingLogger();
   const agent = await startAgent({
     source: 'kube', kubeconfig, nodeName: NODE, configMap: `${CONFIG_MAP.namespace}/${CONFIG_MAP.name}`, netns: ctx.path,
-    overrides: {}, syncPeriodMs: SYNC_PERIOD_MS, minSyncPeriodMs: MIN_SYNC_PERIOD_MS, logger: rec.logger,
+    overrides: {}, syncPeriodMs: SYNC_PERIOD_MS, minSyncPeriodMs: MIN_SYNC_PERIOD_MS, logger: rec.logger, ...extra,
   });
   const ops: OpRecord[] = [];
   const syncs: SyncRecord[] = [];
@@ -140,12 +140,14 @@ const clock = (): Clock => {
 };
 
 /** Runs `fn` with an API server holding `objects` and a ready agent; stops both whatever happens. */
-export async function withAgent<T>(ctx: Ctx, objects: Array<[Resource, WireObject]>, fn: (a: Launched, api: TestApiServer, now: Clock) => Promise<T>): Promise<T> {
+export async function withAgent<T>(
+  ctx: Ctx, objects: Array<[Resource, WireObject]>, fn: (a: Launched, api: TestApiServer, now: Clock) => Promise<T>, extra: Partial<AgentOptions> = {},
+): Promise<T> {
   const now = clock();
   const api = await serve([['nodes', node(NODE)], ...objects]);
   let a: Launched | undefined;
   try {
-    a = await launch(ctx, api, now);
+    a = await launch(ctx, api, now, extra);
     await bounded(a.ready, WAIT_MS, 'agent.ready');
     return await fn(a, api, now);
   } finally {
@@ -165,10 +167,10 @@ export function compact(list: IpvsadmService[]): string[] {
     [`${s.id} ${s.scheduler}`, s.options, ...s.dests.map((d) => `-> ${d.addr} ${d.forward} ${d.weight}`)].filter(Boolean).join(' '));
 }
 
-interface State { services: string[]; vips: string[] }
+export interface State { services: string[]; vips: string[] }
 
 /** The state through our own netlink dump: cheap enough to poll. */
-async function kernelState(ctx: Ctx): Promise<State> {
+export async function kernelState(ctx: Ctx): Promise<State> {
   const table = await ctx.kernel.dumpTable();
   let vips: string[] = [];
   try {
@@ -182,7 +184,7 @@ async function kernelState(ctx: Ctx): Promise<State> {
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 /** Polls the kernel until it is in state `want`; ms counted from `since` (performance.now()). */
-async function until(ctx: Ctx, want: State, since: number, timeoutMs = WAIT_MS): Promise<{ converged: boolean; ms: number; last: State }> {
+export async function until(ctx: Ctx, want: State, since: number, timeoutMs = WAIT_MS): Promise<{ converged: boolean; ms: number; last: State }> {
   for (;;) {
     const last = await kernelState(ctx);
     const ms = Math.round(performance.now() - since);
@@ -247,15 +249,15 @@ export async function fullSyncs(a: Launched, n: number): Promise<SyncRecord[]> {
 }
 
 /** Errors and warnings the agent logged (JSON-safe). */
-const problems = (log: LogEntry[]) => log.filter((e) => e.level === 'error' || e.level === 'warn').map((e) => `${e.level}: ${e.msg}`);
+export const problems = (log: LogEntry[]) => log.filter((e) => e.level === 'error' || e.level === 'warn').map((e) => `${e.level}: ${e.msg}`);
 
 // ---- 1. a Service's life -------------------------------------------------------------------------
 
 const HTTP: PortSpec = { name: 'http', port: 80, target: 8080 };
 const DNS: PortSpec = { name: 'dns', protocol: 'UDP', port: 53, target: 5353 };
 const HTTPS: PortSpec = { name: 'https', port: 443, target: 8443 };
-const VIP = '10.96.0.10';
-const VIP32 = `${VIP}/32`;
+export const VIP = '10.96.0.10';
+export const VIP32 = `${VIP}/32`;
 
 const lifecycle: Scenario = {
   name: 'agent: a Service and its EndpointSlice from create to delete',
@@ -469,7 +471,7 @@ function restart(lcFrom: 'ConfigMap' | 'annotation'): Scenario {
 
 // ---- 5. scheduler switch under a live connection -------------------------------------------------
 
-interface Child {
+export interface Child {
   proc: ChildProcess;
   lines: Array<Record<string, unknown>>;
   stderr: () => string;
@@ -480,7 +482,7 @@ interface Child {
 }
 
 /** Runs `node script args` inside namespace `ns`; its stdout is JSON lines. */
-function nodeIn(ns: Netns, script: string, args: string[]): Child {
+export function nodeIn(ns: Netns, script: string, args: string[]): Child {
   const proc = spawn('ip', ['netns', 'exec', ns.name, process.execPath, script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   const lines: Array<Record<string, unknown>> = [];
   let out = '';
@@ -521,7 +523,7 @@ function nodeIn(ns: Netns, script: string, args: string[]): Child {
 }
 
 /** TCP echo server: `node echo.cjs PORT`; JSON lines on stdout. */
-const ECHO_JS = `const net = require('net');
+export const ECHO_JS = `const net = require('net');
 let n = 0;
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
 net.createServer((s) => {
@@ -534,8 +536,8 @@ net.createServer((s) => {
 `;
 
 /** One TCP connection, a numbered line every EVERY ms, each echo checked in order; 'stop' on stdin
- *  waits for the outstanding echoes and prints the totals. Never reconnects. */
-const CLIENT_JS = `const net = require('net');
+ *  waits for the outstanding echoes, prints the totals and closes ('reset': closes with a RST). Never reconnects. */
+export const CLIENT_JS = `const net = require('net');
 const [host, port, every] = process.argv.slice(2);
 const st = { sent: 0, echoed: 0, mismatches: 0, errors: [], closed: false, maxRttMs: 0 };
 const sentAt = [];
@@ -570,10 +572,11 @@ sock.on('error', (e) => { st.errors.push(e.code || e.message); out({ event: 'err
 sock.on('close', () => { st.closed = true; clearTimeout(timer); out({ event: 'closed' }); });
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (d) => {
-  if (!d.includes('stop')) return;
+  if (!d.includes('stop') && !d.includes('reset')) return;
+  const reset = d.includes('reset');
   clearTimeout(timer);
   const t0 = Date.now();
-  const finish = () => { out({ event: 'final', ...st }); sock.end(); setTimeout(() => process.exit(0), 100); };
+  const finish = () => { out({ event: 'final', ...st }); if (reset) sock.resetAndDestroy(); else sock.end(); setTimeout(() => process.exit(0), 100); };
   (function wait() { if (st.echoed >= st.sent || st.closed || Date.now() - t0 > 5000) finish(); else setTimeout(wait, 20); })();
 });
 `;

@@ -11,8 +11,9 @@ import { scenarios as agentScenarios } from './agent.scenarios.js';
 import { scenarios as statusScenarios } from './status.scenarios.js';
 import { scenarios as serviceScenarios } from './services.scenarios.js';
 import { scenarios as nodecfgScenarios } from './nodecfg.scenarios.js';
+import { scenarios as gracefulScenarios } from './graceful.scenarios.js';
 
-const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios, ...serviceScenarios, ...nodecfgScenarios];
+const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios, ...serviceScenarios, ...nodecfgScenarios, ...gracefulScenarios];
 
 async function runOne(s: Scenario, i: number) {
   const created: string[] = [];
