@@ -91,22 +91,23 @@ export class Nftables {
     return new Promise((resolve, reject) => {
       const child = spawn(cmd, args, { stdio: ['pipe', 'ignore', 'pipe'] });
       let stderr = '';
-      let timedOut = false;
+      let settled = false;
+      const settle = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (err) reject(err);
+        else resolve();
+      };
+      const failed = (why: string) => new Error(`nftables: ${what} ${TABLE}${where} failed (${why}): ${stderr.trim() || '(no output)'}`);
+      // Settles at once: a child of the killed process may keep stderr open for longer.
       const timer = setTimeout(() => {
-        timedOut = true;
         child.kill('SIGKILL');
+        settle(failed(`timed out after ${this.timeoutMs} ms`));
       }, this.timeoutMs);
       child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.on('error', (err) => {
-        clearTimeout(timer);
-        reject(new Error(`nftables: ${what} ${TABLE}${where}: cannot run ${cmd}: ${err.message}`));
-      });
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        if (code === 0) return resolve();
-        const why = timedOut ? `timed out after ${this.timeoutMs} ms` : code !== null ? `exit ${code}` : `signal ${signal}`;
-        reject(new Error(`nftables: ${what} ${TABLE}${where} failed (${why}): ${stderr.trim() || '(no output)'}`));
-      });
+      child.on('error', (err) => settle(new Error(`nftables: ${what} ${TABLE}${where}: cannot run ${cmd}: ${err.message}`)));
+      child.on('close', (code, signal) => settle(code === 0 ? undefined : failed(code !== null ? `exit ${code}` : `signal ${signal}`)));
       child.stdin.on('error', () => {}); // an early exit shows up in 'close' with its stderr
       child.stdin.end(script);
     });
