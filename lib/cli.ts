@@ -11,6 +11,7 @@ import { DUMMY_LINK } from './proxy/reconciler.js';
 import { KernelSupportError } from './errors.js';
 import { parseBindAddress } from './http.js';
 import { createLogger } from './log.js';
+import { Nftables } from './nft/nftables.js';
 import { parseSeconds, schedulerOverrides, SCHEDULERS, type ProxyConfig } from './proxy/config.js';
 
 const AGENT_FLAGS = {
@@ -28,7 +29,7 @@ const AGENT_FLAGS = {
   'ipvs-udp-timeout': { type: 'string', help: 'IPVS UDP timeout' },
   'healthz-bind-address': { type: 'string', default: '0.0.0.0:10256', help: 'HOST:PORT for /healthz and /livez ("" to disable)' },
   'metrics-bind-address': { type: 'string', default: '127.0.0.1:10249', help: 'HOST:PORT for /metrics ("" to disable)' },
-  cleanup: { type: 'boolean', help: 'remove what kipvs created (its virtual servers, their addresses, kube-ipvs0) and exit' },
+  cleanup: { type: 'boolean', help: 'remove what kipvs created (its virtual servers, their addresses, kube-ipvs0, the nftables table inet kipvs) and exit' },
   v: { type: 'string', default: '0', help: 'log verbosity (0-1 info, 2+ debug)' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const;
@@ -125,8 +126,8 @@ async function agent(argv: string[]): Promise<number> {
   if (o.cleanup) {
     const kernel = await NetlinkKernel.open(o.netns);
     try {
-      const r = await cleanup(kernel, DUMMY_LINK, logger);
-      return r.errors.length ? 1 : 0;
+      const r = await cleanup(kernel, DUMMY_LINK, logger, new Nftables({ netns: o.netns, logger }));
+      return r.errors.length || r.nftTable === false ? 1 : 0;
     } finally {
       await kernel.close();
     }

@@ -8,6 +8,7 @@
 
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { cleanup } from '../../lib/cleanup.js';
 import { silentLogger } from '../../lib/log.js';
 import type { NftModel, NftService } from '../../lib/nft/model.js';
 import { Nftables } from '../../lib/nft/nftables.js';
@@ -206,7 +207,7 @@ const OTHER_TABLE = [
 ].join('\n');
 
 const ownership: Scenario = {
-  name: 'nft: apply and remove touch no other table; remove is idempotent; an unchanged model runs no nft',
+  name: 'nft: apply, remove and --cleanup touch no other table; remove is idempotent; an unchanged model runs no nft',
   async run(ctx) {
     ctx.sh(`nft -f - <<'EOF'\n${OTHER_TABLE}\nEOF`);
     const other = () => ctx.sh('nft list table ip other');
@@ -223,9 +224,13 @@ const ownership: Scenario = {
     const afterRemove = { other: other(), tables: tables() };
     let secondRemove = 'ok';
     await nft.remove().catch((e: Error) => (secondRemove = e.message));
+    // --cleanup's path: the table applied again, then cleanup() with the same remover the CLI passes.
+    await nft.apply(MODEL);
+    const cleaned = await cleanup(ctx.kernel, 'kube-ipvs0', silentLogger, nft);
+    const afterCleanup = { other: other(), tables: tables() };
     const missing = new Nftables({ netns: ctx.path, logger: silentLogger, nft: 'kipvs-no-such-nft' });
     const missingError = await missing.apply(MODEL).then(() => 'applied', (e: Error) => e.message);
-    return { before, applied, afterApply, again, changed, forced, kipvsAfterChange, afterRemove, secondRemove, finalOther: other(), missingError };
+    return { before, applied, afterApply, again, changed, forced, kipvsAfterChange, afterRemove, secondRemove, cleaned, afterCleanup, finalOther: other(), missingError };
   },
 };
 

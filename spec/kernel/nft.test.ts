@@ -69,7 +69,7 @@ describe('filtering', () => {
 });
 
 describe('ownership', () => {
-  const o = () => scenario('nft: apply and remove touch no other table; remove is idempotent; an unchanged model runs no nft');
+  const o = () => scenario('nft: apply, remove and --cleanup touch no other table; remove is idempotent; an unchanged model runs no nft');
 
   test('another table is identical before, after apply, after remove', () => {
     expect(o().before).toMatch(/203\.0\.113\.9/);
@@ -88,6 +88,11 @@ describe('ownership', () => {
     expect([o().applied, o().again, o().changed, o().forced]).toEqual([true, false, true, true]);
     expect(o().kipvsAfterChange).not.toMatch(/10\.96\.0\.10 /);
     expect(o().kipvsAfterChange).toMatch(/10\.96\.0\.21 \. tcp \. 80/);
+  });
+
+  test('--cleanup (cleanup() with the Nftables remover) takes the table away, no kube-ipvs0 needed, and leaves the other', () => {
+    expect(o().cleaned).toEqual({ services: 0, addresses: 0, link: false, errors: [], nftTable: true });
+    expect(o().afterCleanup).toEqual({ other: o().before, tables: ['table ip other'] });
   });
 
   test('a missing nft is a clear error naming the package and the table', () => {
