@@ -30,10 +30,15 @@ export interface NftModel {
    * service, "hairpin") is masqueraded, as kube-proxy's KUBE-LOOP-BACK set does.
    */
   endpointAddresses: ReadonlyArray<{ family: NftFamily; address: string }>;
+  /**
+   * The node's own addresses (not those on kube-ipvs0): when a LoadBalancer's source ranges hold one of
+   * them, the node itself may connect to that load-balancer IP, as with kube-proxy.
+   */
+  nodeAddresses: ReadonlyArray<{ family: NftFamily; address: string }>;
   /** Pod CIDRs (--cluster-cidr, may be empty): ClusterIP traffic from outside them is masqueraded. */
   clusterCIDRs: readonly string[];
   /** --masquerade-all: masquerade all traffic to services. */
   masqueradeAll: boolean;
 }
 
-export const EMPTY_MODEL: NftModel = { services: [], boundAddresses: [], endpointAddresses: [], clusterCIDRs: [], masqueradeAll: false };
+export const EMPTY_MODEL: NftModel = { services: [], boundAddresses: [], endpointAddresses: [], nodeAddresses: [], clusterCIDRs: [], masqueradeAll: false };

@@ -12,6 +12,10 @@
 //     rejected (KUBE-IPVS-FILTER, kubernetes#72236), so host processes listening on 0.0.0.0 are not exposed
 //     on every VIP. Only `ct state new`: replies to the node's own connections from a VIP pass. Unlike
 //     kube-proxy, ICMP (ping a VIP) is left alone.
+// - output, priority mangle (-150), before IPVS's LOCAL_OUT hooks (-99/-98), which would otherwise send
+//   the node's own connections to a LoadBalancer IP straight to a real server: the same source-range
+//   drop. The node connects from the IP itself (bound on kube-ipvs0), so that source is allowed when a
+//   range holds one of the node's addresses (KUBE-LOAD-BALANCER-SOURCE-IP, KUBE-IPVS-OUT-FILTER).
 // - masquerade, decided in nat prerouting and nat output (priority dstnat, -100: before IPVS, whose
 //   LOCAL_OUT hooks sit at -99/-98 and LOCAL_IN at 98/99, so the destination is still the VIP:port) by
 //   setting kube-proxy's mark bit (KUBE-MARK-MASQ); nat postrouting masquerades marked packets and clears
@@ -102,6 +106,8 @@ function collect(model: NftModel): Record<NftFamily, FamilySets> {
     bound: new Set(), hairpin: new Set(), cidrs: new Set(),
   });
   const sets: Record<NftFamily, FamilySets> = { 4: empty(), 6: empty() };
+  const nodeAddrs: Record<NftFamily, Array<ipaddr.IPv4 | ipaddr.IPv6>> = { 4: [], 6: [] };
+  for (const n of model.nodeAddresses) nodeAddrs[n.family].push(ipaddr.parse(address(n.family, n.address, 'node address')));
   for (const s of model.services) {
     const key = serviceKey(s);
     const f = sets[s.family];
@@ -111,10 +117,11 @@ function collect(model: NftModel): Record<NftFamily, FamilySets> {
     if (s.kind === 'LoadBalancer' && s.sourceRanges.length) {
       // Fail closed: ranges of the other family allow nothing here, but the IP stays firewalled.
       f.firewall.add(key);
-      for (const r of s.sourceRanges) {
-        const range = cidr(r, `Service ${s.owner ?? key} loadBalancerSourceRanges`);
-        if (range.family === s.family) f.firewallAllow.add(`${key} . ${range.text}`);
-      }
+      const ranges = s.sourceRanges.map((r) => cidr(r, `Service ${s.owner ?? key} loadBalancerSourceRanges`)).filter((r) => r.family === s.family);
+      for (const range of ranges) f.firewallAllow.add(`${key} . ${range.text}`);
+      // The node reaches the IP from the IP itself (it is bound here): allowed when a range holds a node address.
+      const parsed = ranges.map((r) => ipaddr.parseCIDR(r.text));
+      if (nodeAddrs[s.family].some((n) => parsed.some((range) => n.match(range)))) f.firewallAllow.add(`${key} . ${key.split(' ')[0]}`);
     }
   }
   for (const b of model.boundAddresses) sets[b.family].bound.add(address(b.family, b.address, 'bound address'));
@@ -148,6 +155,7 @@ export function renderRuleset(model: NftModel): string {
     `table ${TABLE} {`,
   ];
   const input: string[] = [];
+  const output: string[] = [];
   const mark: string[] = [];
   const nat: string[] = [];
   for (const family of FAMILIES) {
@@ -166,8 +174,10 @@ export function renderRuleset(model: NftModel): string {
       set(`cluster_cidrs${family}`, addr, f.cidrs, true),
     );
     const dst = `${ip} daddr . meta l4proto . th dport`;
+    const firewall = `\t\t${dst} @firewall${family} ${dst} . ${ip} saddr != @firewall_allow${family} drop`;
+    output.push(firewall);
     input.push(
-      `\t\t${dst} @firewall${family} ${dst} . ${ip} saddr != @firewall_allow${family} drop`,
+      firewall,
       `\t\tct state new meta l4proto { tcp, udp, sctp } ${ip} daddr @bound${family} ${dst} != @services${family} reject`,
     );
     mark.push(
@@ -182,6 +192,10 @@ export function renderRuleset(model: NftModel): string {
     '\tchain input {',
     '\t\ttype filter hook input priority filter; policy accept;',
     ...input,
+    '\t}',
+    '\tchain output_filter {',
+    '\t\ttype filter hook output priority mangle; policy accept;',
+    ...output,
     '\t}',
     '\tchain services {',
     ...mark,

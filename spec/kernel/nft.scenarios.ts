@@ -54,6 +54,8 @@ const CLUSTER_IP = '10.96.0.10';
 const EXTERNAL_LOCAL = '10.96.0.20';
 const EXTERNAL_CLUSTER = '10.96.0.21';
 const LOAD_BALANCER = '10.96.0.30';
+/** A load balancer whose source ranges hold the node's address 192.168.10.1. */
+const LOAD_BALANCER_NODE = '10.96.0.31';
 const CLUSTER_IP6 = 'fd00:96::10';
 const BACKEND = '10.244.1.5';
 const BACKEND6 = 'fd00:244::5';
@@ -68,10 +70,12 @@ const MODEL: NftModel = {
     service(4, EXTERNAL_LOCAL, 'ExternalIP', { local: true }),
     service(4, EXTERNAL_CLUSTER, 'ExternalIP'),
     service(4, LOAD_BALANCER, 'LoadBalancer', { sourceRanges: ['192.168.10.2/32'] }),
+    service(4, LOAD_BALANCER_NODE, 'LoadBalancer', { sourceRanges: ['192.168.10.2/32', '192.168.10.1/32'] }),
     service(6, CLUSTER_IP6, 'ClusterIP'),
   ],
-  boundAddresses: [CLUSTER_IP, EXTERNAL_LOCAL, EXTERNAL_CLUSTER, LOAD_BALANCER, CLUSTER_IP6].map((address) => ({ family: address.includes(':') ? 6 : 4, address })),
+  boundAddresses: [CLUSTER_IP, EXTERNAL_LOCAL, EXTERNAL_CLUSTER, LOAD_BALANCER, LOAD_BALANCER_NODE, CLUSTER_IP6].map((address) => ({ family: address.includes(':') ? 6 : 4, address })),
   endpointAddresses: [{ family: 4, address: BACKEND }, { family: 6, address: BACKEND6 }],
+  nodeAddresses: [{ family: 4, address: '192.168.10.1' }, { family: 4, address: '10.244.1.1' }, { family: 4, address: '10.244.2.1' }, { family: 6, address: 'fd00:10::1' }, { family: 6, address: 'fd00:244::1' }],
   clusterCIDRs: ['10.244.0.0/16', 'fd00:244::/48'],
   masqueradeAll: false,
 };
@@ -185,13 +189,17 @@ const hostPort: Scenario = {
 };
 
 const sourceRanges: Scenario = {
-  name: 'nft: loadBalancerSourceRanges admit the clients inside them only',
+  name: 'nft: loadBalancerSourceRanges admit the clients inside them only, and the node when they hold its address',
   run: (ctx) => withTopology(ctx, async (t) => {
     const read = () => ({
       inside: get(t.client, url(LOAD_BALANCER), '192.168.10.2'),
       outside: get(t.client, url(LOAD_BALANCER), '192.168.10.3'),
       // The same client on a service without ranges.
       outsideOnClusterIP: get(t.client, url(EXTERNAL_CLUSTER), '192.168.10.3'),
+      // The node itself (its connection leaves from the load-balancer IP, bound here).
+      node: get(ctx, url(LOAD_BALANCER)),
+      nodeWhenRangesHoldNode: get(ctx, url(LOAD_BALANCER_NODE)),
+      clientWhenRangesHoldNode: get(t.client, url(LOAD_BALANCER_NODE), '192.168.10.2'),
     });
     const without = read();
     await t.nft.apply(MODEL);

@@ -42,7 +42,7 @@ describe('masquerade', () => {
 
 describe('filtering', () => {
   const h = () => scenario("nft: a host port is not reachable through a VIP (kubernetes#72236), the node's own connections from a VIP are");
-  const r = () => scenario('nft: loadBalancerSourceRanges admit the clients inside them only');
+  const r = () => scenario('nft: loadBalancerSourceRanges admit the clients inside them only, and the node when they hold its address');
 
   test('a host process on 0.0.0.0:9999 is reachable through a VIP without the table, refused with it (IPv4 and IPv6)', () => {
     expect(h().without.viaVip).toBe(CLIENT);
@@ -61,6 +61,13 @@ describe('filtering', () => {
     expect(r().without.outside).toBe('seen 192.168.10.3');
     expect(r().with.inside).toBe(NODE_ON_BACKEND);
     expect(r().with.outside).toBe('failed 28');
+  });
+
+  test('the node itself reaches a load balancer with ranges only when they hold a node address (kube-proxy #119656)', () => {
+    expect(r().without.node).toMatch(/^seen /);
+    expect(r().with.node).toMatch(/^failed/);
+    expect(r().with.nodeWhenRangesHoldNode).toMatch(/^seen /);
+    expect(r().with.clientWhenRangesHoldNode).toBe(NODE_ON_BACKEND);
   });
 
   test('the client outside the range still reaches services without ranges', () => {

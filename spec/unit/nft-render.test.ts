@@ -1,7 +1,7 @@
 // renderRuleset: the nft script of kipvs's one table, from a plain model. The golden file is the exact
-// text; the real-kernel scenarios (spec/kernel/nft.scenarios.ts) load the same renderer's output into
+// text (UPDATE_GOLDEN=1 rewrites it: review the diff); the real-kernel scenarios (spec/kernel/nft.scenarios.ts) load the same renderer's output into
 // nf_tables and send packets through it.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { EMPTY_MODEL, type NftModel, type NftService } from '../../lib/nft/model.js';
 import { NftModelError, renderRemove, renderRuleset } from '../../lib/nft/render.js';
@@ -23,6 +23,7 @@ const SMALL: NftModel = {
   ],
   boundAddresses: [{ family: 4, address: '10.96.0.10' }, { family: 4, address: '203.0.113.7' }, { family: 4, address: '198.51.100.1' }, { family: 6, address: 'fd00:96::a' }],
   endpointAddresses: [{ family: 4, address: '10.244.1.5' }, { family: 6, address: 'fd00:244::5' }],
+  nodeAddresses: [{ family: 4, address: '192.168.1.10' }, { family: 4, address: '192.0.2.1' }],
   clusterCIDRs: ['10.244.0.0/16'],
   masqueradeAll: false,
 };
@@ -47,7 +48,9 @@ function rules(script: string): string[] {
 }
 
 test('golden: a small dual-stack model renders exactly the reviewed script', () => {
-  expect(renderRuleset(SMALL)).toBe(readFileSync(GOLDEN, 'utf8'));
+  const text = renderRuleset(SMALL);
+  if (process.env.UPDATE_GOLDEN) writeFileSync(GOLDEN, text);
+  expect(text).toBe(readFileSync(GOLDEN, 'utf8'));
 });
 
 test('the script replaces the whole table in one transaction and names no other table', () => {
@@ -110,6 +113,15 @@ test('ranges: host bits cleared, other-family ranges admit nothing (fail closed)
   expect(elements(text, 'cluster_cidrs6')).toEqual(['fd00:244::/48']);
 });
 
+test('the node may reach a load balancer from its own IP only when a source range holds a node address', () => {
+  const lb = (ranges: string[]) => service('198.51.100.1', 'LoadBalancer', { sourceRanges: ranges });
+  const allow = (ranges: string[], node: string) =>
+    elements(renderRuleset({ ...EMPTY_MODEL, services: [lb(ranges)], nodeAddresses: [{ family: 4, address: node }] }), 'firewall_allow4');
+  expect(allow(['192.0.2.0/24'], '192.0.2.1')).toEqual(['198.51.100.1 . tcp . 80 . 192.0.2.0/24', '198.51.100.1 . tcp . 80 . 198.51.100.1']);
+  expect(allow(['192.0.2.0/24'], '192.0.3.1')).toEqual(['198.51.100.1 . tcp . 80 . 192.0.2.0/24']);
+  expect(rules(renderRuleset(EMPTY_MODEL))).toContain('ip daddr . meta l4proto . th dport @firewall4 ip daddr . meta l4proto . th dport . ip saddr != @firewall_allow4 drop');
+});
+
 test('without cluster CIDRs of a family only traffic from a VIP itself (the node) is masqueraded, as kube-proxy does', () => {
   const text = renderRuleset({ ...SMALL, clusterCIDRs: [] });
   expect(rules(text)).toContain('ip daddr . meta l4proto . th dport @clusterips4 ip saddr @bound4 meta mark set meta mark | 0x00004000');
@@ -133,6 +145,7 @@ test('property: the rules are the same whatever the services, endpoints and addr
         services,
         boundAddresses: services.map((s) => ({ family: 4, address: s.address })),
         endpointAddresses: endpoints.map((address) => ({ family: 4, address })),
+        nodeAddresses: endpoints.map((address) => ({ family: 4, address })),
         clusterCIDRs: ['10.244.0.0/16'],
         masqueradeAll,
       });
