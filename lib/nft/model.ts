@@ -1,6 +1,9 @@
 // The input of kipvs's nftables table: plain data, built by the caller from desired state (one entry per
 // virtual server kipvs serves, the addresses bound on kube-ipvs0, the real servers' addresses) and
-// flags. Nothing here knows about Kubernetes objects; lib/nft/render.ts turns it into one nft script.
+// flags. Nothing here reads Kubernetes objects: modelFromDesired() takes desired state (lib/proxy/desired.ts);
+// lib/nft/render.ts turns the model into one nft script.
+
+import type { DesiredVirtualServer } from '../proxy/desired.js';
 
 export type NftFamily = 4 | 6;
 
@@ -42,3 +45,38 @@ export interface NftModel {
 }
 
 export const EMPTY_MODEL: NftModel = { services: [], boundAddresses: [], endpointAddresses: [], nodeAddresses: [], clusterCIDRs: [], masqueradeAll: false };
+
+/** What the agent knows after computing desired state: its virtual servers and the addresses around them. */
+export interface DesiredForNft {
+  virtualServers: Iterable<Pick<DesiredVirtualServer, 'service' | 'destinations' | 'kind' | 'local' | 'sourceRanges' | 'owner'>>;
+  /** The addresses bound (or about to be) on kube-ipvs0. */
+  boundAddresses: Iterable<{ family: NftFamily; address: string }>;
+  /** The node's addresses on its other interfaces. */
+  nodeAddresses: Iterable<{ family: NftFamily; address: string }>;
+  clusterCIDRs: readonly string[];
+  masqueradeAll: boolean;
+}
+
+/**
+ * The table's model from desired state (pure): one service per virtual server (fwmark ones, which kipvs
+ * never creates, are left out), every real server's address once, addresses once each.
+ */
+export function modelFromDesired(d: DesiredForNft): NftModel {
+  const services: NftService[] = [];
+  const endpoints = new Map<string, { family: NftFamily; address: string }>();
+  for (const v of d.virtualServers) {
+    const { service: s } = v;
+    if (s.fwmark || (s.protocol !== 'TCP' && s.protocol !== 'UDP' && s.protocol !== 'SCTP')) continue;
+    services.push({ family: s.family, address: s.address, protocol: s.protocol, port: s.port, kind: v.kind, local: v.local, sourceRanges: v.sourceRanges, owner: v.owner });
+    for (const e of v.destinations) endpoints.set(e.address, { family: e.family, address: e.address });
+  }
+  const unique = (list: Iterable<{ family: NftFamily; address: string }>) => [...new Map([...list].map((a) => [a.address, { family: a.family, address: a.address }])).values()];
+  return {
+    services,
+    boundAddresses: unique(d.boundAddresses),
+    endpointAddresses: [...endpoints.values()],
+    nodeAddresses: unique(d.nodeAddresses),
+    clusterCIDRs: d.clusterCIDRs,
+    masqueradeAll: d.masqueradeAll,
+  };
+}
