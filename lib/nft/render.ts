@@ -91,13 +91,14 @@ function cidr(text: string, what: string): { family: NftFamily; text: string } {
   }
 }
 
-function serviceKey(s: NftService): string {
+/** The service as a set element `addr . proto . port`, and its canonical address. */
+function serviceKey(s: NftService): { key: string; addr: string } {
   const what = `Service ${s.owner ?? `${s.address} ${s.protocol}/${s.port}`}`;
   const addr = address(s.family, s.address, what);
   const proto = PROTO[s.protocol];
   if (!proto) throw new NftModelError(`nftables: ${what}: protocol "${s.protocol}" is not TCP, UDP or SCTP`);
   if (!Number.isInteger(s.port) || s.port < 1 || s.port > 65535) throw new NftModelError(`nftables: ${what}: port ${s.port} is not 1-65535`);
-  return `${addr} . ${proto} . ${s.port}`;
+  return { key: `${addr} . ${proto} . ${s.port}`, addr };
 }
 
 function collect(model: NftModel): Record<NftFamily, FamilySets> {
@@ -109,7 +110,7 @@ function collect(model: NftModel): Record<NftFamily, FamilySets> {
   const nodeAddrs: Record<NftFamily, Array<ipaddr.IPv4 | ipaddr.IPv6>> = { 4: [], 6: [] };
   for (const n of model.nodeAddresses) nodeAddrs[n.family].push(ipaddr.parse(address(n.family, n.address, 'node address')));
   for (const s of model.services) {
-    const key = serviceKey(s);
+    const { key, addr } = serviceKey(s);
     const f = sets[s.family];
     f.services.add(key);
     if (s.kind === 'ClusterIP') (model.masqueradeAll ? f.masq : f.clusterIPs).add(key);
@@ -121,7 +122,7 @@ function collect(model: NftModel): Record<NftFamily, FamilySets> {
       for (const range of ranges) f.firewallAllow.add(`${key} . ${range.text}`);
       // The node reaches the IP from the IP itself (it is bound here): allowed when a range holds a node address.
       const parsed = ranges.map((r) => ipaddr.parseCIDR(r.text));
-      if (nodeAddrs[s.family].some((n) => parsed.some((range) => n.match(range)))) f.firewallAllow.add(`${key} . ${key.split(' ')[0]}`);
+      if (nodeAddrs[s.family].some((n) => parsed.some((range) => n.match(range)))) f.firewallAllow.add(`${key} . ${addr}`);
     }
   }
   for (const b of model.boundAddresses) sets[b.family].bound.add(address(b.family, b.address, 'bound address'));
