@@ -13,6 +13,7 @@ import { parseBindAddress } from './http.js';
 import { createLogger } from './log.js';
 import { parseSeconds, schedulerOverrides, SCHEDULERS, splitList, type ProxyConfig } from './proxy/config.js';
 import { parseCidrs } from './proxy/node.js';
+import { Nftables } from './nft/nftables.js';
 
 const AGENT_FLAGS = {
   source: { type: 'string', default: 'kube', help: 'where Services/EndpointSlices come from: "kube" (API server) or "dir:PATH" (YAML files)' },
@@ -32,7 +33,7 @@ const AGENT_FLAGS = {
   'graceful-termination-max-wait': { type: 'string', default: '60s', help: 'longest a removed endpoint\'s real server drains at weight 0 before its delete (0 = delete at once)' },
   'healthz-bind-address': { type: 'string', default: '0.0.0.0:10256', help: 'HOST:PORT for /healthz and /livez ("" to disable)' },
   'metrics-bind-address': { type: 'string', default: '127.0.0.1:10249', help: 'HOST:PORT for /metrics ("" to disable)' },
-  cleanup: { type: 'boolean', help: 'remove what kipvs created (its virtual servers, their addresses, kube-ipvs0) and exit' },
+  cleanup: { type: 'boolean', help: 'remove what kipvs created (its virtual servers, their addresses, kube-ipvs0, the nftables table inet kipvs) and exit' },
   v: { type: 'string', default: '0', help: 'log verbosity (0-1 info, 2+ debug)' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 } as const;
@@ -139,8 +140,8 @@ async function agent(argv: string[]): Promise<number> {
   if (o.cleanup) {
     const kernel = await NetlinkKernel.open(o.netns);
     try {
-      const r = await cleanup(kernel, DUMMY_LINK, logger);
-      return r.errors.length ? 1 : 0;
+      const r = await cleanup(kernel, DUMMY_LINK, logger, new Nftables({ netns: o.netns, logger }));
+      return r.errors.length || r.nftTable === false ? 1 : 0;
     } finally {
       await kernel.close();
     }

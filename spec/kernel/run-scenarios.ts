@@ -12,8 +12,9 @@ import { scenarios as statusScenarios } from './status.scenarios.js';
 import { scenarios as serviceScenarios } from './services.scenarios.js';
 import { scenarios as nodecfgScenarios } from './nodecfg.scenarios.js';
 import { scenarios as gracefulScenarios } from './graceful.scenarios.js';
+import { scenarios as nftScenarios } from './nft.scenarios.js';
 
-const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios, ...serviceScenarios, ...nodecfgScenarios, ...gracefulScenarios];
+const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios, ...serviceScenarios, ...nodecfgScenarios, ...gracefulScenarios, ...nftScenarios];
 
 async function runOne(s: Scenario, i: number) {
   const created: string[] = [];

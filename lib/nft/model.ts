@@ -1,0 +1,82 @@
+// The input of kipvs's nftables table: plain data, built by the caller from desired state (one entry per
+// virtual server kipvs serves, the addresses bound on kube-ipvs0, the real servers' addresses) and
+// flags. Nothing here reads Kubernetes objects: modelFromDesired() takes desired state (lib/proxy/desired.ts);
+// lib/nft/render.ts turns the model into one nft script.
+
+import type { DesiredVirtualServer } from '../proxy/desired.js';
+
+export type NftFamily = 4 | 6;
+
+export interface NftService {
+  family: NftFamily;
+  address: string;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+  port: number;
+  kind: 'ClusterIP' | 'NodePort' | 'ExternalIP' | 'LoadBalancer';
+  /** externalTrafficPolicy: Local (external kinds): never masquerade; the backend sees the client's address. */
+  local: boolean;
+  /** LoadBalancer: spec.loadBalancerSourceRanges (CIDRs); empty = any source. */
+  sourceRanges: readonly string[];
+  /** Who asked for it ('namespace/name:port'), named in errors. */
+  owner?: string;
+}
+
+export interface NftModel {
+  services: readonly NftService[];
+  /**
+   * Every address bound on kube-ipvs0: new TCP/UDP/SCTP connections to one of them on a port/protocol that
+   * is no service are rejected (kube-proxy #72236).
+   */
+  boundAddresses: ReadonlyArray<{ family: NftFamily; address: string }>;
+  /**
+   * Every real server's address: a packet from one of them to itself (a pod reaching itself through a
+   * service, "hairpin") is masqueraded, as kube-proxy's KUBE-LOOP-BACK set does.
+   */
+  endpointAddresses: ReadonlyArray<{ family: NftFamily; address: string }>;
+  /**
+   * The node's own addresses (not those on kube-ipvs0): when a LoadBalancer's source ranges hold one of
+   * them, the node itself may connect to that load-balancer IP, as with kube-proxy.
+   */
+  nodeAddresses: ReadonlyArray<{ family: NftFamily; address: string }>;
+  /** Pod CIDRs (--cluster-cidr, may be empty): ClusterIP traffic from outside them is masqueraded. */
+  clusterCIDRs: readonly string[];
+  /** --masquerade-all: masquerade all traffic to services. */
+  masqueradeAll: boolean;
+}
+
+export const EMPTY_MODEL: NftModel = { services: [], boundAddresses: [], endpointAddresses: [], nodeAddresses: [], clusterCIDRs: [], masqueradeAll: false };
+
+/** What the agent knows after computing desired state: its virtual servers and the addresses around them. */
+export interface DesiredForNft {
+  virtualServers: Iterable<Pick<DesiredVirtualServer, 'service' | 'destinations' | 'kind' | 'local' | 'sourceRanges' | 'owner'>>;
+  /** The addresses bound (or about to be) on kube-ipvs0. */
+  boundAddresses: Iterable<{ family: NftFamily; address: string }>;
+  /** The node's addresses on its other interfaces. */
+  nodeAddresses: Iterable<{ family: NftFamily; address: string }>;
+  clusterCIDRs: readonly string[];
+  masqueradeAll: boolean;
+}
+
+/**
+ * The table's model from desired state (pure): one service per virtual server (fwmark ones, which kipvs
+ * never creates, are left out), every real server's address once, addresses once each.
+ */
+export function modelFromDesired(d: DesiredForNft): NftModel {
+  const services: NftService[] = [];
+  const endpoints = new Map<string, { family: NftFamily; address: string }>();
+  for (const v of d.virtualServers) {
+    const { service: s } = v;
+    if (s.fwmark || (s.protocol !== 'TCP' && s.protocol !== 'UDP' && s.protocol !== 'SCTP')) continue;
+    services.push({ family: s.family, address: s.address, protocol: s.protocol, port: s.port, kind: v.kind, local: v.local, sourceRanges: v.sourceRanges, owner: v.owner });
+    for (const e of v.destinations) endpoints.set(e.address, { family: e.family, address: e.address });
+  }
+  const unique = (list: Iterable<{ family: NftFamily; address: string }>) => [...new Map([...list].map((a) => [a.address, { family: a.family, address: a.address }])).values()];
+  return {
+    services,
+    boundAddresses: unique(d.boundAddresses),
+    endpointAddresses: [...endpoints.values()],
+    nodeAddresses: unique(d.nodeAddresses),
+    clusterCIDRs: d.clusterCIDRs,
+    masqueradeAll: d.masqueradeAll,
+  };
+}
