@@ -10,7 +10,8 @@ import { NetlinkKernel } from './kernel/netlink.js';
 import type { Kernel } from './kernel/types.js';
 import type { Logger } from './log.js';
 import type { ProxyConfig } from './proxy/config.js';
-import { Reconciler } from './proxy/reconciler.js';
+import { Nftables } from './nft/nftables.js';
+import { Reconciler, type Firewall } from './proxy/reconciler.js';
 import { SyncRunner } from './proxy/runner.js';
 import { health, serve } from './http.js';
 import { Metrics } from './metrics.js';
@@ -41,6 +42,15 @@ export interface AgentOptions {
   healthzBindAddress?: string;
   /** HOST:PORT for /metrics ('' = off). */
   metricsBindAddress?: string;
+  /** --cluster-cidr: pod CIDRs; ClusterIP traffic from outside them is masqueraded. */
+  clusterCIDRs?: string[];
+  /** --masquerade-all. */
+  masqueradeAll?: boolean;
+  /**
+   * kipvs's nftables table (masquerade, filtering): `nft` in the target namespace by default; null: none.
+   * With an injected `kernel` (tests) the default is null.
+   */
+  firewall?: Firewall | null;
   /** --ipvs-strict-arp: also set arp_ignore=1 and arp_announce=2 (see lib/sysctl.ts). */
   strictArp?: boolean;
   /**
@@ -117,6 +127,9 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     kernel, source, logger: log, overrides: o.overrides, onObjectErrors, nodeName, nodePortAddresses: o.nodePortAddresses,
     // While real servers drain, a (cheap, partial) sync every second deletes each once its connections end.
     graceful: { maxWaitMs: o.gracefulTerminationMaxWaitMs, wake: () => runner.run() },
+    firewall: (o.firewall === undefined ? (o.kernel ? null : new Nftables({ netns: o.netns, logger: log })) : o.firewall) ?? undefined,
+    clusterCIDRs: o.clusterCIDRs,
+    masqueradeAll: o.masqueradeAll,
   });
   const metrics = new Metrics(kernel, reconciler);
   let firstSync: () => void = () => {};

@@ -24,6 +24,8 @@ const AGENT_FLAGS = {
   'ipvs-scheduler': { type: 'string', help: `default IPVS scheduler, overriding the ConfigMap (${SCHEDULERS.join(' ')})` },
   'ipvs-scheduler-flags': { type: 'string', help: 'flags for the default scheduler: sh-fallback,sh-port,mh-fallback,mh-port' },
   'nodeport-addresses': { type: 'string', help: 'comma-separated CIDRs whose node addresses serve NodePorts (default: every address but loopback, link-local and kube-ipvs0\'s)' },
+  'cluster-cidr': { type: 'string', help: 'comma-separated pod CIDRs (one per family): ClusterIP traffic from outside them is masqueraded' },
+  'masquerade-all': { type: 'boolean', help: 'masquerade all traffic to Services (nftables table inet kipvs)' },
   'ipvs-sync-period': { type: 'string', default: '30s', help: 'full resync period: one kernel dump, everything diffed' },
   'ipvs-min-sync-period': { type: 'string', default: '1s', help: 'least time between two syncs' },
   'ipvs-tcp-timeout': { type: 'string', help: 'IPVS TCP timeout (e.g. 900s); 0 leaves the kernel value' },
@@ -101,12 +103,15 @@ export function agentOptions(argv: string[]) {
     }
     return text;
   };
-  const nodePortAddresses = splitList(str('nodeport-addresses') ?? '');
-  try {
-    parseCidrs(nodePortAddresses);
-  } catch (err) {
-    throw new UsageError(`--nodeport-addresses: ${(err as Error).message}`);
-  }
+  const cidrs = (flag: string) => {
+    const list = splitList(str(flag) ?? '');
+    try {
+      parseCidrs(list);
+    } catch (err) {
+      throw new UsageError(`--${flag}: ${(err as Error).message}`);
+    }
+    return list;
+  };
   const source = str('source')!;
   if (source !== 'kube' && !/^dir:.+/.test(source)) throw new UsageError(`--source: must be "kube" or "dir:PATH", not "${source}"`);
   return {
@@ -119,7 +124,9 @@ export function agentOptions(argv: string[]) {
     configMap: str('config-map')!,
     netns: str('netns'),
     overrides,
-    nodePortAddresses,
+    nodePortAddresses: cidrs('nodeport-addresses'),
+    clusterCIDRs: cidrs('cluster-cidr'),
+    masqueradeAll: v['masquerade-all'] === true,
     strictArp: v['ipvs-strict-arp'] === true,
     healthzBindAddress: bind('healthz-bind-address'),
     metricsBindAddress: bind('metrics-bind-address'),

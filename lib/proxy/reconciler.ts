@@ -13,6 +13,7 @@ import { desiredForService, sameDesired, type NodeContext, type ObjectError, typ
 import { nodeAddresses, parseCidrs, sameNode, ZONE_LABEL } from './node.js';
 import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
 import { GracefulTermination, type GracefulOptions } from './graceful.js';
+import { modelFromDesired, type NftModel } from '../nft/model.js';
 
 export const DUMMY_LINK = 'kube-ipvs0';
 
@@ -25,8 +26,8 @@ export interface SyncReport {
   /** Kernel refusals (and a failed read) by errno code. */
   errors: Record<string, number>;
   ms: number;
-  /** Where `ms` went: recomputing desired state, reading the kernel (full syncs), diffing, writing. */
-  phases: { desired: number; read: number; diff: number; apply: number };
+  /** Where `ms` went: recomputing desired state, reading the kernel (full syncs), diffing, writing IPVS, the nftables table. */
+  phases: { desired: number; read: number; diff: number; apply: number; firewall: number };
 }
 
 export interface ReconcilerOptions {
@@ -45,6 +46,18 @@ export interface ReconcilerOptions {
   onObjectErrors?: (service: string, errors: readonly ObjectError[]) => void;
   /** Graceful termination of removed real servers (maximum wait, clock, the periodic check's wake-up). */
   graceful?: GracefulOptions;
+  /** kipvs's nftables table (masquerade and filtering, lib/nft/): applied after the IPVS writes of each sync that changed something. */
+  firewall?: Firewall;
+  /** --cluster-cidr: pod CIDRs; ClusterIP traffic from outside them is masqueraded. */
+  clusterCIDRs?: readonly string[];
+  /** --masquerade-all. */
+  masqueradeAll?: boolean;
+}
+
+/** What the reconciler needs of lib/nft/nftables.ts's Nftables. */
+export interface Firewall {
+  /** Replaces the table atomically; skips an unchanged one unless `force`. Throws with nft's reason. */
+  apply(model: NftModel, opts?: { force?: boolean }): Promise<boolean>;
 }
 
 export class Reconciler {
@@ -55,6 +68,9 @@ export class Reconciler {
   private readonly defaults: ProxyConfig;
   private readonly overrides: Partial<ProxyConfig>;
   private readonly onObjectErrors: ReconcilerOptions['onObjectErrors'];
+  private readonly firewall: Firewall | undefined;
+  private readonly clusterCIDRs: readonly string[];
+  private readonly masqueradeAll: boolean;
   private readonly nodePortCidrs: ReturnType<typeof parseCidrs>;
   /** What desired state knows of this node; a change recomputes every Service. */
   node: NodeContext;
@@ -94,6 +110,9 @@ export class Reconciler {
     this.nodePortCidrs = parseCidrs(opts.nodePortAddresses ?? []);
     this.node = { name: opts.nodeName ?? '', nodePortAddresses: [], localAddresses: new Set() };
     this.graceful = new GracefulTermination(this.kernel, this.log, opts.graceful);
+    this.firewall = opts.firewall;
+    this.clusterCIDRs = opts.clusterCIDRs ?? [];
+    this.masqueradeAll = opts.masqueradeAll ?? false;
   }
 
   /** Records source changes; the next sync recomputes the Services they touch. */
@@ -293,16 +312,21 @@ export class Reconciler {
       applyToObserved(observed, ops, new Set(result.errors.map((e) => e.index!)));
       const t4 = performance.now();
       for (const e of result.errors) this.log.error(e.message, { op: e.op?.kind, errno: e.code });
+      // The table follows desired state: after the IPVS writes (a new VIP is in no set of the old
+      // table, so nothing rejects it meanwhile), re-applied whole on full syncs to repair drift.
+      const firewallOk = !this.firewall || (!full && !touched.services.size && !touched.addresses.size) || (await this.syncFirewall(full));
+      const t5 = performance.now();
       const counts: SyncReport['ops'] = {};
       for (const op of ops) counts[op.kind] = (counts[op.kind] ?? 0) + 1;
       const errnos: Record<string, number> = {};
       for (const e of result.errors) errnos[e.code] = (errnos[e.code] ?? 0) + 1;
+      if (!firewallOk) errnos.nftables = 1;
       this.lastReport = {
-        full, ops: counts, written: ops.length, failed: result.errors.length, errors: errnos, ms: t4 - t0,
-        phases: { desired: t1 - t0, read: t2 - t1, diff: t3 - t2, apply: t4 - t3 },
+        full, ops: counts, written: ops.length, failed: result.errors.length, errors: errnos, ms: t5 - t0,
+        phases: { desired: t1 - t0, read: t2 - t1, diff: t3 - t2, apply: t4 - t3, firewall: t5 - t4 },
       };
       if (ops.length) this.log.info('sync', { ...this.lastReport });
-      if (result.errors.length || !timeoutsOk) {
+      if (result.errors.length || !timeoutsOk || !firewallOk) {
         this.needFull = true;
         return 'failed';
       }
@@ -311,8 +335,25 @@ export class Reconciler {
       this.needFull = true;
       const code = (err as { code?: string }).code ?? 'unknown';
       this.log.error(`sync failed: ${(err as Error).message}`, { errno: code });
-      this.lastReport = { full, ops: {}, written: 0, failed: 0, errors: { [code]: 1 }, ms: performance.now() - t0, phases: { desired: 0, read: 0, diff: 0, apply: 0 } };
+      this.lastReport = { full, ops: {}, written: 0, failed: 0, errors: { [code]: 1 }, ms: performance.now() - t0, phases: { desired: 0, read: 0, diff: 0, apply: 0, firewall: 0 } };
       return 'failed';
+    }
+  }
+
+  /** Applies the nftables table for the desired state; a failure is logged and fails the sync (retried). */
+  private async syncFirewall(force: boolean): Promise<boolean> {
+    try {
+      await this.firewall!.apply(modelFromDesired({
+        virtualServers: this.desired.services.values(),
+        boundAddresses: this.desired.addresses.values(),
+        nodeAddresses: [...this.node.localAddresses].map((address) => ({ family: address.includes(':') ? 6 : 4, address })),
+        clusterCIDRs: this.clusterCIDRs,
+        masqueradeAll: this.masqueradeAll,
+      }), { force });
+      return true;
+    } catch (err) {
+      this.log.error((err as Error).message, { errno: 'nftables' });
+      return false;
     }
   }
 
