@@ -97,7 +97,7 @@ const OBJECTS: Array<[Resource, WireObject]> = [
   // LoadBalancer, externalTrafficPolicy Local: the external paths reach only pod A; the ClusterIP both.
   service('shop', {
     type: 'LoadBalancer', clusterIP: '10.96.10.20', clusterIPs: ['10.96.10.20'], externalTrafficPolicy: 'Local',
-    healthCheckNodePort: 32000, externalIPs: ['192.168.61.5'], ports: port(30081),
+    healthCheckNodePort: 32000, externalIPs: ['192.168.61.5'], ports: port(30081), loadBalancerSourceRanges: ['192.168.60.0/24'],
   }, { loadBalancer: { ingress: [{ ip: '192.168.62.5' }] } }),
   ...slices('shop'),
   // internalTrafficPolicy Local: the ClusterIP reaches only pod A.
@@ -139,8 +139,20 @@ export const scenarios: Scenario[] = [{
     // Routes on the client to what the node serves: the service CIDR, the external and LB IPs.
     client.sh(`ip route add 10.96.0.0/16 via ${NODE_IP} && ip route add 192.168.61.0/24 via ${NODE_IP} && ip route add 192.168.62.0/24 via ${NODE_IP}` +
       ` && ip -6 route add fd00:96::/64 via ${NODE_IP6}`);
+    // A second client address, outside shop's loadBalancerSourceRanges.
+    client.sh('ip addr add 192.168.70.2/24 dev eth0');
+    ctx.sh('ip route add 192.168.70.0/24 via 192.168.60.2');
+    // A process of the node's own on 0.0.0.0:9999: reachable on the node's address, never through a VIP.
+    ctx.sh('mkdir -p /tmp/kipvs-services-www && echo node > /tmp/kipvs-services-www/index.html && busybox httpd -p 9999 -h /tmp/kipvs-services-www');
     try {
       return await withAgent(ctx, OBJECTS, async (a: Launched, api) => {
+        const nodeProcess = {
+          viaNodeAddress: requests(client, `http://${NODE_IP}:9999/`, 1),
+          viaVIP: requests(client, 'http://10.96.10.10:9999/', 1),
+          viaVIP6: requests(client, 'http://[fd00:96::30]:9999/', 1),
+        };
+        const outsideRange = requests(client, '--interface 192.168.70.2 http://192.168.62.5/', 1);
+        const table = ctx.sh('nft list table inet kipvs | grep -c "" || true').trim();
         const ready = await waitIpvs(ctx, has(`TCP  [${NODE_IP6}]:30090`));
         const programmed = { waitedMs: ready, ipvsadm: compact(ctx.ipvsadm()), kubeIpvs0: ctx.sh('ip -o addr show dev kube-ipvs0').split('\n').map((l) => l.split(/\s+/)[3]).filter(Boolean).sort() };
         const traffic: Record<string, Record<string, number>> = {
@@ -157,8 +169,10 @@ export const scenarios: Scenario[] = [{
           terminating: requests(client, 'http://10.96.10.50/', 4),
           zonedBefore: requests(client, 'http://10.96.10.60/', 4),
         };
-        // shop's healthCheckNodePort, asked from outside as a cloud load balancer would. Asynchronously:
+        // shop's healthCheckNodePort, asked from outside as a cloud load balancer would, once the agent has
+        // synced again (the synchronous requests above held its event loop, so it would rightly say unhealthy). Asynchronously:
         // the agent answering it runs in this process, and execFileSync would block its event loop.
+        await fullSyncs(a, 1);
         const healthCheck = (await run('ip', ['netns', 'exec', client.name, 'curl', '-sS', '-i', '-m', '5', `http://${NODE_IP}:32000/`])).replace(/\r/g, '');
         // The Node gets its zone label: topology hints now apply.
         api.update('nodes', { ...node(NODE), metadata: { name: NODE, labels: { 'topology.kubernetes.io/zone': 'zone-a' } } });
@@ -175,10 +189,11 @@ export const scenarios: Scenario[] = [{
         const deletedMs = await waitIpvs(ctx, (l) => !has(`TCP  ${NODE_IP}:30080`)(l));
         await fullSyncs(a, 1);
         const afterDelete = compact(ctx.ipvsadm());
-        return { programmed, traffic, healthCheck, zonedMs, nodeAddress: { appearedMs, viaNewAddress, goneMs }, deletedMs, afterDelete };
-      });
+        return { problems: a.log.filter((e) => e.level === 'error').map((e) => e.msg), programmed, traffic, nodeProcess, outsideRange, tableLines: Number(table), healthCheck, zonedMs, nodeAddress: { appearedMs, viaNewAddress, goneMs }, deletedMs, afterDelete };
+      }, { clusterCIDRs: ['10.244.0.0/16', 'fd00:244::/64'] });
     } finally {
       for (const s of topo.servers) s.kill();
+      ctx.sh('pkill -f "httpd -p [9]999" || true');
     }
   },
 }];
