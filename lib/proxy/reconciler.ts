@@ -271,7 +271,9 @@ export class Reconciler {
       if (full) {
         await this.kernel.ensureDummyLink(this.ifname);
         timeoutsOk = await this.syncTimeouts();
-        const [table, bound] = await Promise.all([this.kernel.dumpTable(), this.kernel.listAddresses(this.ifname)]);
+        // One read after the other: with both in flight, a second failure would be dropped unlogged.
+        const bound = await this.kernel.listAddresses(this.ifname);
+        const table = await this.kernel.dumpTable();
         this.observed = observedFromKernel(table, bound, this.desired);
         this.needFull = false;
       }

@@ -16,19 +16,19 @@ import { node, recordingLogger, type LogEntry } from '../support/kube-fixtures.j
 import { observe, sortIpvsadm, tableAsIpvsadm, type Ctx, type IpvsadmService, type Netns, type Scenario } from './harness.js';
 
 /** --ipvs-sync-period and --ipvs-min-sync-period of every agent here. */
-const SYNC_PERIOD_MS = 2000;
+export const SYNC_PERIOD_MS = 2000;
 const MIN_SYNC_PERIOD_MS = 100;
-const NODE = 'kipvs-node-1';
-const CONFIG_MAP = { namespace: 'kube-system', name: 'kipvs' };
-const IFNAME = 'kube-ipvs0';
+export const NODE = 'kipvs-node-1';
+export const CONFIG_MAP = { namespace: 'kube-system', name: 'kipvs' };
+export const IFNAME = 'kube-ipvs0';
 /** Bound on every wait: node under TCG is 20-100x slower than native. */
-const WAIT_MS = 30_000;
+export const WAIT_MS = 30_000;
 
 // ---- API objects ---------------------------------------------------------------------------------
 
-interface PortSpec { name: string; protocol?: 'TCP' | 'UDP' | 'SCTP'; port: number; target: number }
+export interface PortSpec { name: string; protocol?: 'TCP' | 'UDP' | 'SCTP'; port: number; target: number }
 
-function svc(name: string, clusterIP: string, ports: PortSpec[], extra: { annotations?: Record<string, string>; affinity?: number } = {}): WireObject {
+export function svc(name: string, clusterIP: string, ports: PortSpec[], extra: { annotations?: Record<string, string>; affinity?: number } = {}): WireObject {
   return {
     metadata: { name, namespace: 'default', ...(extra.annotations ? { annotations: extra.annotations } : {}) },
     spec: {
@@ -44,7 +44,7 @@ function svc(name: string, clusterIP: string, ports: PortSpec[], extra: { annota
 }
 
 /** An IPv4 slice of Service `service`; endpoints as 'ip' (ready) or '!ip' (not ready). */
-function slice(name: string, service: string, endpoints: string[], ports: PortSpec[]): WireObject {
+export function slice(name: string, service: string, endpoints: string[], ports: PortSpec[]): WireObject {
   return {
     metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
     addressType: 'IPv4',
@@ -53,17 +53,17 @@ function slice(name: string, service: string, endpoints: string[], ports: PortSp
   };
 }
 
-const cm = (data: Record<string, string>): WireObject => ({ metadata: { ...CONFIG_MAP }, data });
+export const cm = (data: Record<string, string>): WireObject => ({ metadata: { ...CONFIG_MAP }, data });
 
 // ---- the agent, instrumented ---------------------------------------------------------------------
 
-interface SyncRecord { at: number; ms: number; result: string; full?: boolean; written?: number; failed?: number; skipped?: true }
+export interface SyncRecord { at: number; ms: number; result: string; full?: boolean; written?: number; failed?: number; skipped?: true }
 interface OpRecord { at: number; op: string }
 
 /** Milliseconds since the scenario's clock started. */
-type Clock = () => number;
+export type Clock = () => number;
 
-interface Launched {
+export interface Launched {
   agent: Agent;
   /** Every op the agent handed to the kernel, in order (' FAILED' appended to refused ones). */
   ops: OpRecord[];
@@ -74,7 +74,7 @@ interface Launched {
   stop(): Promise<void>;
 }
 
-async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+export async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms); });
   try {
@@ -84,7 +84,7 @@ async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let agents = 0;
 
@@ -94,7 +94,7 @@ let agents = 0;
  * every op and every sync is recorded; both are in place before the first sync can run, since that
  * waits on the API server's answers.
  */
-async function launch(ctx: Ctx, api: TestApiServer, now: Clock): Promise<Launched> {
+export async function launch(ctx: Ctx, api: TestApiServer, now: Clock): Promise<Launched> {
   const kubeconfig = `/tmp/${ctx.name}-agent${++agents}.kubeconfig`;
   api.writeKubeconfig(kubeconfig);
   const rec = recordingLogger();
@@ -128,19 +128,19 @@ async function launch(ctx: Ctx, api: TestApiServer, now: Clock): Promise<Launche
   };
 }
 
-async function serve(objects: Array<[Resource, WireObject]>): Promise<TestApiServer> {
+export async function serve(objects: Array<[Resource, WireObject]>): Promise<TestApiServer> {
   const api = await new TestApiServer({ bookmarkIntervalMs: 0 }).start();
   for (const [resource, o] of objects) api.create(resource, o);
   return api;
 }
 
-const clock = (): Clock => {
+export const clock = (): Clock => {
   const t0 = performance.now();
   return () => Math.round(performance.now() - t0);
 };
 
 /** Runs `fn` with an API server holding `objects` and a ready agent; stops both whatever happens. */
-async function withAgent<T>(ctx: Ctx, objects: Array<[Resource, WireObject]>, fn: (a: Launched, api: TestApiServer, now: Clock) => Promise<T>): Promise<T> {
+export async function withAgent<T>(ctx: Ctx, objects: Array<[Resource, WireObject]>, fn: (a: Launched, api: TestApiServer, now: Clock) => Promise<T>): Promise<T> {
   const now = clock();
   const api = await serve([['nodes', node(NODE)], ...objects]);
   let a: Launched | undefined;
@@ -160,15 +160,15 @@ async function withAgent<T>(ctx: Ctx, objects: Array<[Resource, WireObject]>, fn
 // ---- kernel state --------------------------------------------------------------------------------
 
 /** One line per virtual server, counters left out: 'TCP  10.96.0.10:80 rr -> 10.244.1.5:8080 Masq 1 -> ...'. */
-function compact(list: IpvsadmService[]): string[] {
+export function compact(list: IpvsadmService[]): string[] {
   return sortIpvsadm(list).map((s) =>
     [`${s.id} ${s.scheduler}`, s.options, ...s.dests.map((d) => `-> ${d.addr} ${d.forward} ${d.weight}`)].filter(Boolean).join(' '));
 }
 
-interface State { services: string[]; vips: string[] }
+export interface State { services: string[]; vips: string[] }
 
 /** The state through our own netlink dump: cheap enough to poll. */
-async function kernelState(ctx: Ctx): Promise<State> {
+export async function kernelState(ctx: Ctx): Promise<State> {
   const table = await ctx.kernel.dumpTable();
   let vips: string[] = [];
   try {
@@ -182,7 +182,7 @@ async function kernelState(ctx: Ctx): Promise<State> {
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 /** Polls the kernel until it is in state `want`; ms counted from `since` (performance.now()). */
-async function until(ctx: Ctx, want: State, since: number, timeoutMs = WAIT_MS): Promise<{ converged: boolean; ms: number; last: State }> {
+export async function until(ctx: Ctx, want: State, since: number, timeoutMs = WAIT_MS): Promise<{ converged: boolean; ms: number; last: State }> {
   for (;;) {
     const last = await kernelState(ctx);
     const ms = Math.round(performance.now() - since);
@@ -193,7 +193,7 @@ async function until(ctx: Ctx, want: State, since: number, timeoutMs = WAIT_MS):
 }
 
 /** `ip -o addr show dev kube-ipvs0` as 'inet 10.96.0.10/32 scope global' lines, sorted. */
-function addrs(ns: Netns): string[] {
+export function addrs(ns: Netns): string[] {
   return ns.sh(`ip -o addr show dev ${IFNAME} 2>/dev/null || true`).split('\n')
     .map((l) => /\s(inet6?) (\S+) .*?scope (\S+)/.exec(l))
     .filter((m) => m !== null)
@@ -203,7 +203,7 @@ function addrs(ns: Netns): string[] {
 
 /** The kernel as the tools show it: ipvsadm -Ln (compacted), kube-ipvs0's addresses, and whether
  *  ipvsadm and our dump agree (null when they do). */
-async function tools(ctx: Ctx) {
+export async function tools(ctx: Ctx) {
   const o = await observe(ctx);
   return { ipvsadm: compact(o.ipvsadm), addrs: addrs(ctx), ipvsadmMismatch: o.ipvsadmMismatch };
 }
@@ -215,9 +215,9 @@ function link(ns: Netns): string {
 }
 
 /** The save form, byte for byte (for "nothing changed" comparisons). */
-const saved = (ctx: Ctx) => ctx.sh('ipvsadm -Sn');
+export const saved = (ctx: Ctx) => ctx.sh('ipvsadm -Sn');
 
-interface Step {
+export interface Step {
   label: string;
   converged: boolean;
   /** From the API write to the kernel showing the expected state. */
@@ -230,7 +230,7 @@ interface Step {
 }
 
 /** Does `act` (API writes), waits for `want` and observes. */
-async function step(ctx: Ctx, a: Launched, label: string, act: () => void | Promise<void>, want: State): Promise<Step> {
+export async function step(ctx: Ctx, a: Launched, label: string, act: () => void | Promise<void>, want: State): Promise<Step> {
   const mark = a.ops.length;
   const t0 = performance.now();
   await act();
@@ -239,7 +239,7 @@ async function step(ctx: Ctx, a: Launched, label: string, act: () => void | Prom
 }
 
 /** Resolves after `n` full (periodic or retry) syncs that started from now have finished. */
-async function fullSyncs(a: Launched, n: number): Promise<SyncRecord[]> {
+export async function fullSyncs(a: Launched, n: number): Promise<SyncRecord[]> {
   const from = a.syncs.length;
   const full = () => a.syncs.slice(from).filter((s) => s.full);
   await bounded((async () => { while (full().length < n) await sleep(10); })(), n * SYNC_PERIOD_MS + WAIT_MS, `${n} full syncs`);
@@ -247,15 +247,15 @@ async function fullSyncs(a: Launched, n: number): Promise<SyncRecord[]> {
 }
 
 /** Errors and warnings the agent logged (JSON-safe). */
-const problems = (log: LogEntry[]) => log.filter((e) => e.level === 'error' || e.level === 'warn').map((e) => `${e.level}: ${e.msg}`);
+export const problems = (log: LogEntry[]) => log.filter((e) => e.level === 'error' || e.level === 'warn').map((e) => `${e.level}: ${e.msg}`);
 
 // ---- 1. a Service's life -------------------------------------------------------------------------
 
-const HTTP: PortSpec = { name: 'http', port: 80, target: 8080 };
+export const HTTP: PortSpec = { name: 'http', port: 80, target: 8080 };
 const DNS: PortSpec = { name: 'dns', protocol: 'UDP', port: 53, target: 5353 };
 const HTTPS: PortSpec = { name: 'https', port: 443, target: 8443 };
-const VIP = '10.96.0.10';
-const VIP32 = `${VIP}/32`;
+export const VIP = '10.96.0.10';
+export const VIP32 = `${VIP}/32`;
 
 const lifecycle: Scenario = {
   name: 'agent: a Service and its EndpointSlice from create to delete',
@@ -469,7 +469,7 @@ function restart(lcFrom: 'ConfigMap' | 'annotation'): Scenario {
 
 // ---- 5. scheduler switch under a live connection -------------------------------------------------
 
-interface Child {
+export interface Child {
   proc: ChildProcess;
   lines: Array<Record<string, unknown>>;
   stderr: () => string;
@@ -480,7 +480,7 @@ interface Child {
 }
 
 /** Runs `node script args` inside namespace `ns`; its stdout is JSON lines. */
-function nodeIn(ns: Netns, script: string, args: string[]): Child {
+export function nodeIn(ns: Netns, script: string, args: string[]): Child {
   const proc = spawn('ip', ['netns', 'exec', ns.name, process.execPath, script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   const lines: Array<Record<string, unknown>> = [];
   let out = '';
@@ -521,7 +521,7 @@ function nodeIn(ns: Netns, script: string, args: string[]): Child {
 }
 
 /** TCP echo server: `node echo.cjs PORT`; JSON lines on stdout. */
-const ECHO_JS = `const net = require('net');
+export const ECHO_JS = `const net = require('net');
 let n = 0;
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
 net.createServer((s) => {
@@ -535,7 +535,7 @@ net.createServer((s) => {
 
 /** One TCP connection, a numbered line every EVERY ms, each echo checked in order; 'stop' on stdin
  *  waits for the outstanding echoes and prints the totals. Never reconnects. */
-const CLIENT_JS = `const net = require('net');
+export const CLIENT_JS = `const net = require('net');
 const [host, port, every] = process.argv.slice(2);
 const st = { sent: 0, echoed: 0, mismatches: 0, errors: [], closed: false, maxRttMs: 0 };
 const sentAt = [];

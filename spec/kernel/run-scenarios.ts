@@ -9,8 +9,9 @@ import { scenarios as ipvsScenarios } from './ipvs.scenarios.js';
 import { scenarios as linkScenarios } from './links.scenarios.js';
 import { scenarios as agentScenarios } from './agent.scenarios.js';
 import { scenarios as statusScenarios } from './status.scenarios.js';
+import { scenarios as faultScenarios } from './faults.scenarios.js';
 
-const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios];
+const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios, ...faultScenarios];
 
 async function runOne(s: Scenario, i: number) {
   const created: string[] = [];
