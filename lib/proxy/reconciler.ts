@@ -175,7 +175,9 @@ export class Reconciler {
       if (errors.length) this.objectErrors.set(key, errors);
       else this.objectErrors.delete(key);
       if ((errors.length || previous) && JSON.stringify(errors) !== JSON.stringify(previous ?? [])) {
-        for (const e of errors) this.log.error(`${e.object}: ${e.reason}`, { object: e.object, service: key });
+        // Only the errors that are new: another slice arriving with its own error must not repeat those already reported.
+        const reported = new Set((previous ?? []).map((e) => `${e.object}: ${e.reason}`));
+        for (const e of errors) if (!reported.has(`${e.object}: ${e.reason}`)) this.log.error(`${e.object}: ${e.reason}`, { object: e.object, service: key });
         if (errors.length) this.onObjectErrors?.(key, errors);
       }
       if (!result.valid) {

@@ -1,6 +1,9 @@
 // Assertions on what the fault scenarios (faults.scenarios.ts) observed on the real kernel: a SIGKILLed
 // agent under live traffic, the API server back with 410 Gone, seeded random drift made with ipvsadm.
+// The SIGKILL-under-traffic scenario is long: it runs, and is asserted, with KIPVS_SOAK=1 (make test-soak).
 import { kernelResults, scenario } from './results.js';
+
+const SOAK = process.env.KIPVS_SOAK === '1';
 
 const RESTART = 'faults: the agent SIGKILLed under live TCP traffic through 3 VIPs and started again';
 const GONE = 'faults: the API server goes away and comes back with 410 Gone for every watch';
@@ -12,7 +15,7 @@ const VIPS = ['10.96.0.10', '10.96.0.11', '10.96.0.12'];
 
 test('fault scenarios ran on a real kernel; figures', () => {
   const r = kernelResults();
-  const names = [RESTART, GONE, DRIFT];
+  const names = [...(SOAK ? [RESTART] : []), GONE, DRIFT];
   const ok = (n: string) => r.scenarios[n]?.ok;
   const lines = [`fault scenarios on Linux ${r.kernel}: ${names.filter((n) => r.scenarios[n]).length}/${names.length} ran`];
   if (ok(RESTART)) {
@@ -33,7 +36,7 @@ test('fault scenarios ran on a real kernel; figures', () => {
   expect(names.filter((n) => !r.scenarios[n])).toEqual([]);
 });
 
-describe('the agent SIGKILLed under live TCP traffic, then started again', () => {
+(SOAK ? describe : describe.skip)('the agent SIGKILLed under live TCP traffic, then started again (make test-soak)', () => {
   const v = () => scenario(RESTART);
 
   test('the first agent programmed the 3 VIPs before the traffic started', () => {

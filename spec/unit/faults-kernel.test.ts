@@ -24,7 +24,10 @@ const MIN_SYNC_PERIOD_MS = 100;
 const INJECTED = ['EBUSY', 'ENOMEM', 'EINVAL'];
 const DEFAULTS: A.ExpectedConfig = { scheduler: 'rr', flags: [], timeouts: { tcp: 0, tcpFin: 0, udp: 0 } };
 
-const SEEDS = process.env.KIPVS_FAULT_SEED ? [Number(process.env.KIPVS_FAULT_SEED)] : [1, 2, 3, Date.now() % 2 ** 31];
+/** Three fixed seeds and one new each run (printed); 30 more with `make test-soak`; KIPVS_FAULT_SEED=n for one. */
+const SEEDS = process.env.KIPVS_FAULT_SEED
+  ? [Number(process.env.KIPVS_FAULT_SEED)]
+  : [1, 2, 3, ...(process.env.KIPVS_SOAK === '1' ? Array.from({ length: 30 }, (_, i) => 100 + i) : []), Date.now() % 2 ** 31];
 
 /** The agent's loop on a fake clock over `kernel`, fed by a MemorySource. */
 async function agentLoop(kernel: FaultyKernel) {
