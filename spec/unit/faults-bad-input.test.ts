@@ -10,10 +10,12 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { startAgent, type Agent } from '../../lib/agent.js';
 import { FakeKernel } from '../../lib/kernel/fake.js';
-import { DUMMY_LINK } from '../../lib/proxy/reconciler.js';
+import { DUMMY_LINK, Reconciler } from '../../lib/proxy/reconciler.js';
+import { KubeSource } from '../../lib/sources/kube.js';
 import { TestApiServer, type Resource, type WireObject } from '../support/apiserver.js';
 import * as A from '../support/arbitraries.js';
 import { captureLogger } from '../support/logger.js';
+import { MemorySource, service, slice } from '../support/memory-source.js';
 
 const SEED = Number(process.env.KIPVS_BAD_INPUT_SEED ?? 20261123);
 const VALID = 150;
@@ -142,3 +144,41 @@ test(`${VALID} valid Services among thousands of bad objects, streamed through t
     rmSync(kubeconfig, { force: true });
   }
 }, 90_000);
+
+// ---- the two defects the load test found, as examples --------------------------------------------
+
+test('a watched object with a field the client model cannot read (ports: 5) is reported and skipped; the watch goes on', async () => {
+  const api = await new TestApiServer({ bookmarkIntervalMs: 0 }).start();
+  const logger = captureLogger();
+  const errors: string[] = [];
+  const source = new KubeSource({ kubeConfig: api.kubeConfig(), nodeName: 'node-1', logger });
+  try {
+    await source.start(() => undefined, (e) => errors.push(`${e.object}: ${e.reason}`));
+    api.create('endpointslices', { metadata: { name: 'web-a', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4', ports: 5, endpoints: [] });
+    api.create('services', { metadata: { name: 'web', namespace: 'default' }, spec: { clusterIP: '10.96.0.10', ports: [{ port: 80 }] } });
+    for (const t0 = Date.now(); Date.now() - t0 < 5000 && !source.snapshot().services.has('default/web');) await sleep(10);
+    expect(source.snapshot().services.has('default/web')).toBe(true);
+    expect(source.snapshot().endpointSlices.has('default/web-a')).toBe(false);
+    expect(errors).toEqual([expect.stringMatching(/^EndpointSlice default\/web-a: .+; object skipped$/)]);
+  } finally {
+    await source.stop();
+    await api.stop();
+  }
+});
+
+test('a Service whose second slice arrives with its own error reports that one only, not again the first', async () => {
+  const source = new MemorySource();
+  const logger = captureLogger();
+  const rec = new Reconciler({ kernel: new FakeKernel(), source, logger });
+  await source.start((c) => rec.noteChanges(c));
+  const bad = (suffix: string, address: string) => slice('web', suffix, [address], [{ name: 'http', port: 8080 }]);
+  source.put(service('web', '10.96.0.10', [{ name: 'http', port: 80 }]), bad('a', '10.0.0.256'));
+  await rec.sync();
+  source.put(bad('b', '1.2.3'));
+  await rec.sync();
+  await rec.sync({ full: true });
+  expect(logger.errors()).toEqual([
+    expect.stringMatching(/^EndpointSlice default\/web-a: .*10\.0\.0\.256/),
+    expect.stringMatching(/^EndpointSlice default\/web-b: .*1\.2\.3/),
+  ]);
+});
