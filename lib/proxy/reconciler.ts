@@ -259,7 +259,7 @@ export class Reconciler {
     const full = opts.full || this.needFull || !this.observed;
     const touched = { services: new Set<string>(), addresses: new Set<string>() };
     let t1 = t0;
-    let timeoutsOk = true;
+    let timeoutsError: string | undefined;
     try {
       await this.refreshNode(full);
       if (this.allDirty) {
@@ -272,7 +272,7 @@ export class Reconciler {
       t1 = performance.now();
       if (full) {
         await this.kernel.ensureDummyLink(this.ifname);
-        timeoutsOk = await this.syncTimeouts();
+        timeoutsError = await this.syncTimeouts();
         // One read after the other: with both in flight, a second failure would be dropped unlogged.
         const bound = await this.kernel.listAddresses(this.ifname);
         const table = await this.kernel.dumpTable();
@@ -291,12 +291,13 @@ export class Reconciler {
       for (const op of ops) counts[op.kind] = (counts[op.kind] ?? 0) + 1;
       const errnos: Record<string, number> = {};
       for (const e of result.errors) errnos[e.code] = (errnos[e.code] ?? 0) + 1;
+      if (timeoutsError) errnos[timeoutsError] = (errnos[timeoutsError] ?? 0) + 1;
       this.lastReport = {
         full, ops: counts, written: ops.length, failed: result.errors.length, errors: errnos, ms: t4 - t0,
         phases: { desired: t1 - t0, read: t2 - t1, diff: t3 - t2, apply: t4 - t3 },
       };
       if (ops.length) this.log.info('sync', { ...this.lastReport });
-      if (result.errors.length || !timeoutsOk) {
+      if (result.errors.length || timeoutsError) {
         this.needFull = true;
         return 'failed';
       }
@@ -305,7 +306,9 @@ export class Reconciler {
       this.needFull = true;
       const code = (err as { code?: string }).code ?? 'unknown';
       this.log.error(`sync failed: ${(err as Error).message}`, { errno: code });
-      this.lastReport = { full, ops: {}, written: 0, failed: 0, errors: { [code]: 1 }, ms: performance.now() - t0, phases: { desired: 0, read: 0, diff: 0, apply: 0 } };
+      const errors: Record<string, number> = { [code]: 1 };
+      if (timeoutsError) errors[timeoutsError] = (errors[timeoutsError] ?? 0) + 1;
+      this.lastReport = { full, ops: {}, written: 0, failed: 0, errors, ms: performance.now() - t0, phases: { desired: 0, read: 0, diff: 0, apply: 0 } };
       return 'failed';
     }
   }
@@ -313,20 +316,22 @@ export class Reconciler {
   /**
    * Sets the configured IPVS timeouts when the kernel's differ (0 = leave the kernel's value). A refusal
    * is logged and fails the sync (so it is retried), but never holds back the services' programming.
+   * Returns the errno code of a failure (counted with the sync's kernel errors), undefined when done.
    */
-  private async syncTimeouts(): Promise<boolean> {
+  private async syncTimeouts(): Promise<string | undefined> {
     const want = this.config.timeouts;
-    if (!want.tcp && !want.tcpFin && !want.udp) return true;
+    if (!want.tcp && !want.tcpFin && !want.udp) return undefined;
     try {
       const have = await this.kernel.getTimeouts();
       if ((want.tcp && want.tcp !== have.tcp) || (want.tcpFin && want.tcpFin !== have.tcpFin) || (want.udp && want.udp !== have.udp)) {
         await this.kernel.setTimeouts(want);
         this.log.info('IPVS timeouts set', { old: have, new: want });
       }
-      return true;
+      return undefined;
     } catch (err) {
-      this.log.error(`setting IPVS timeouts ${JSON.stringify(want)} failed: ${(err as Error).message}`, { errno: (err as { code?: string }).code });
-      return false;
+      const code = (err as { code?: string }).code ?? 'unknown';
+      this.log.error(`setting IPVS timeouts ${JSON.stringify(want)} failed: ${(err as Error).message}`, { errno: code });
+      return code;
     }
   }
 

@@ -15,7 +15,7 @@ import { DUMMY_LINK, Reconciler } from '../../lib/proxy/reconciler.js';
 import { FakeClock, SyncRunner, type SyncReason } from '../../lib/proxy/runner.js';
 import * as A from '../support/arbitraries.js';
 import { captureLogger } from '../support/logger.js';
-import { MemorySource } from '../support/memory-source.js';
+import { configMap, MemorySource } from '../support/memory-source.js';
 
 const SERVICES = 40;
 const CHANGES = 300;
@@ -92,6 +92,8 @@ describe.each(SEEDS)('10%% of kernel operations and reads fail under the agent l
         loop.source.put(...objectsOf(next));
       } else models.delete(i);
     };
+    // A TCP timeout the kernel does not have yet: full syncs read the kernel's timeouts (a read that can fail too).
+    loop.source.put(configMap({ tcpTimeout: '1000' }));
     for (let i = 0; i < SERVICES; i++) setModel(i, drafts[i]);
     await loop.advance(0);
     // The stream: each change replaces a Service by another draft (1 in 5: deletes it), time moving on.
@@ -115,6 +117,7 @@ describe.each(SEEDS)('10%% of kernel operations and reads fail under the agent l
     const want = A.expectedKernel([...models.values()], DEFAULTS);
     expect(A.tableLines(fake.table())).toEqual(want.table);
     expect(fake.localAddresses().filter((a) => a.ifname === DUMMY_LINK).map((a) => `${a.address}/${a.prefixLength}`).sort()).toEqual(want.vips);
+    expect(await fake.getTimeouts()).toEqual({ tcp: 1000, tcpFin: 120, udp: 300 });
     expect(after.slice(1).map((s) => s.written)).toEqual(after.slice(1).map(() => 0));
     expect(loop.runner.status().consecutiveFailures).toBe(0);
     expect(faulty.faults.ops + faulty.faults.reads).toBe(failedAtStop);
@@ -126,7 +129,7 @@ describe.each(SEEDS)('10%% of kernel operations and reads fail under the agent l
     const opFailures = failures.filter((l) => l.meta?.op !== undefined);
     expect(opFailures.length).toBeGreaterThanOrEqual(faulty.faults.ops);
     for (const l of opFailures) expect(l.msg).toMatch(new RegExp(`^${String(l.meta!.op)} \\S+.*: ${String(l.meta!.errno)}\\b`));
-    for (const l of failures.filter((f) => f.meta?.op === undefined)) expect(l.msg).toMatch(/^sync failed: \S+/);
+    for (const l of failures.filter((f) => f.meta?.op === undefined)) expect(l.msg).toMatch(/^(sync failed|setting IPVS timeouts .* failed): \S+/);
     // ...and counted by errno: the injected ones, and the refusals the kernel itself made after them.
     expect(await kernelErrorsMetric(loop.metrics)).toEqual(tally(failures.map((l) => String(l.meta!.errno))));
     for (const code of INJECTED) expect((await kernelErrorsMetric(loop.metrics))[code] ?? 0).toBeGreaterThanOrEqual(faulty.faults.byCode[code] ?? 0);
