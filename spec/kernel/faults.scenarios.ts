@@ -2,7 +2,9 @@
 // live traffic, when the API server goes away and comes back with its history compacted (410 Gone), and
 // when someone edits the IPVS table by hand. They build on agent.scenarios.ts (the instrumented in-process
 // agent against the test API server, the echo server and client); the restart one runs the real CLI
-// (`node build/lib/cli.js agent --source dir:...`) as a child process, so the kill is a real SIGKILL.
+// (`node build/lib/cli.js agent --source dir:...`) as a child process and kills it with SIGKILL rather
+// than calling stop(): nothing of the agent runs at the kill (no stop(), no exit handler) and the new
+// process starts with no state but the kernel's, as after a crash, an OOM kill or a node restart.
 // Like the agent scenarios, waits are bounded and a wait that runs out returns the last state; the
 // expectations live in faults.test.ts on the host.
 
