@@ -6,8 +6,9 @@ SHELL := /bin/bash
 NODE_MODULES := node_modules/.package-lock.json
 JEST := node --experimental-vm-modules --no-warnings node_modules/.bin/jest
 KERNEL_OUT := build/kernel-results
+SOAK_OUT := build/soak-results
 
-.PHONY: all build test test-unit test-kernel kernel-scenarios bench demo clean
+.PHONY: all build test test-unit test-kernel kernel-scenarios test-soak bench demo clean
 
 all: build
 
@@ -33,6 +34,14 @@ test-kernel: kernel-scenarios
 	$(JEST) --selectProjects kernel
 
 test: test-unit test-kernel
+
+# Long fault tests (minutes), KIPVS_SOAK=1: on the real kernel the CLI agent SIGKILLed under live TCP
+# traffic and started again (with the quick fault scenarios again), then the kernel-fault loop over 30 more seeds.
+test-soak: build vm
+	rm -rf $(SOAK_OUT) && mkdir -p $(SOAK_OUT)
+	KIPVS_SOAK=1 vm/run --out $(SOAK_OUT) -- node build/spec/kernel/run-scenarios.js $(SOAK_OUT) faults:
+	KIPVS_SOAK=1 KIPVS_KERNEL_RESULTS=$(SOAK_OUT)/results.json $(JEST) build/spec/kernel/faults.test.js --selectProjects kernel
+	KIPVS_SOAK=1 $(JEST) build/spec/unit/faults-kernel.test.js --selectProjects unit
 
 # Native benchmark (in-memory kernel) here, then the real-kernel benchmark in the VM.
 bench: build vm

@@ -200,7 +200,9 @@ export class Reconciler {
       if (errors.length) this.objectErrors.set(key, errors);
       else this.objectErrors.delete(key);
       if ((errors.length || previous) && JSON.stringify(errors) !== JSON.stringify(previous ?? [])) {
-        for (const e of errors) this.log.error(`${e.object}: ${e.reason}`, { object: e.object, service: key });
+        // Only the errors that are new: another slice arriving with its own error must not repeat those already reported.
+        const reported = new Set((previous ?? []).map((e) => `${e.object}: ${e.reason}`));
+        for (const e of errors) if (!reported.has(`${e.object}: ${e.reason}`)) this.log.error(`${e.object}: ${e.reason}`, { object: e.object, service: key });
         if (errors.length) this.onObjectErrors?.(key, errors);
       }
       if (!result.valid) {
@@ -282,7 +284,7 @@ export class Reconciler {
     const full = opts.full || this.needFull || !this.observed;
     const touched = { services: new Set<string>(), addresses: new Set<string>() };
     let t1 = t0;
-    let timeoutsOk = true;
+    let timeoutsError: string | undefined;
     try {
       await this.refreshNode(full);
       if (this.allDirty) {
@@ -298,9 +300,10 @@ export class Reconciler {
       let table: IpvsTable | undefined;
       if (full) {
         await this.kernel.ensureDummyLink(this.ifname);
-        timeoutsOk = await this.syncTimeouts();
-        const [dumped, bound] = await Promise.all([this.kernel.dumpTable(), this.kernel.listAddresses(this.ifname)]);
-        table = dumped;
+        timeoutsError = await this.syncTimeouts();
+        // One read after the other: with both in flight, a second failure would be dropped unlogged.
+        const bound = await this.kernel.listAddresses(this.ifname);
+        table = await this.kernel.dumpTable();
         this.observed = observedFromKernel(table, bound, this.desired);
         this.needFull = false;
       }
@@ -321,12 +324,13 @@ export class Reconciler {
       const errnos: Record<string, number> = {};
       for (const e of result.errors) errnos[e.code] = (errnos[e.code] ?? 0) + 1;
       if (!firewallOk) errnos.nftables = 1;
+      if (timeoutsError) errnos[timeoutsError] = (errnos[timeoutsError] ?? 0) + 1;
       this.lastReport = {
         full, ops: counts, written: ops.length, failed: result.errors.length, errors: errnos, ms: t5 - t0,
         phases: { desired: t1 - t0, read: t2 - t1, diff: t3 - t2, apply: t4 - t3, firewall: t5 - t4 },
       };
       if (ops.length) this.log.info('sync', { ...this.lastReport });
-      if (result.errors.length || !timeoutsOk || !firewallOk) {
+      if (result.errors.length || timeoutsError || !firewallOk) {
         this.needFull = true;
         return 'failed';
       }
@@ -335,7 +339,9 @@ export class Reconciler {
       this.needFull = true;
       const code = (err as { code?: string }).code ?? 'unknown';
       this.log.error(`sync failed: ${(err as Error).message}`, { errno: code });
-      this.lastReport = { full, ops: {}, written: 0, failed: 0, errors: { [code]: 1 }, ms: performance.now() - t0, phases: { desired: 0, read: 0, diff: 0, apply: 0, firewall: 0 } };
+      const errors: Record<string, number> = { [code]: 1 };
+      if (timeoutsError) errors[timeoutsError] = (errors[timeoutsError] ?? 0) + 1;
+      this.lastReport = { full, ops: {}, written: 0, failed: 0, errors, ms: performance.now() - t0, phases: { desired: 0, read: 0, diff: 0, apply: 0, firewall: 0 } };
       return 'failed';
     }
   }
@@ -360,20 +366,22 @@ export class Reconciler {
   /**
    * Sets the configured IPVS timeouts when the kernel's differ (0 = leave the kernel's value). A refusal
    * is logged and fails the sync (so it is retried), but never holds back the services' programming.
+   * Returns the errno code of a failure (counted with the sync's kernel errors), undefined when done.
    */
-  private async syncTimeouts(): Promise<boolean> {
+  private async syncTimeouts(): Promise<string | undefined> {
     const want = this.config.timeouts;
-    if (!want.tcp && !want.tcpFin && !want.udp) return true;
+    if (!want.tcp && !want.tcpFin && !want.udp) return undefined;
     try {
       const have = await this.kernel.getTimeouts();
       if ((want.tcp && want.tcp !== have.tcp) || (want.tcpFin && want.tcpFin !== have.tcpFin) || (want.udp && want.udp !== have.udp)) {
         await this.kernel.setTimeouts(want);
         this.log.info('IPVS timeouts set', { old: have, new: want });
       }
-      return true;
+      return undefined;
     } catch (err) {
-      this.log.error(`setting IPVS timeouts ${JSON.stringify(want)} failed: ${(err as Error).message}`, { errno: (err as { code?: string }).code });
-      return false;
+      const code = (err as { code?: string }).code ?? 'unknown';
+      this.log.error(`setting IPVS timeouts ${JSON.stringify(want)} failed: ${(err as Error).message}`, { errno: code });
+      return code;
     }
   }
 

@@ -166,7 +166,8 @@ export class KubeSource implements Source {
    * of the event loop; a slice whose service label changed yields one record per service. Connection
    * and API errors never reject: they are logged and the informer retried with backoff, so start()
    * waits as long as the API server is unreachable. Rejects if stop() is called first; throws if
-   * called twice. `onError` hears of objects skipped as unreadable (no metadata.name).
+   * called twice. `onError` hears of objects skipped as unreadable (no metadata.name, or a field of a type the
+   * client model cannot read).
    */
   start(onChange: (changes: Change[]) => void, onError?: (err: SourceError) => void): Promise<void> {
     if (this.state !== 'new') throw new Error('KubeSource.start() may be called only once');
@@ -260,17 +261,29 @@ export class KubeSource implements Source {
   private named(feed: Feed, o: Obj | undefined): boolean {
     if (o?.metadata?.name) return true;
     const ns = o?.metadata?.namespace;
-    const err = { object: `${feed.kind} ${ns ? `${ns}/` : ''}<no name>`, reason: 'metadata.name is missing; object skipped' };
+    this.unreadable({ object: `${feed.kind} ${ns ? `${ns}/` : ''}<no name>`, reason: 'metadata.name is missing; object skipped' });
+    return false;
+  }
+
+  private unreadable(err: SourceError): void {
     this.log.warn('unreadable object', { ...err });
     this.onError?.(err);
-    return false;
   }
 
   private upsert(feed: Feed, raw: Obj): void {
     if (this.state !== 'running' || !this.named(feed, raw)) return;
     // Listed objects arrive as client-node model instances (Dates) without kind and apiVersion,
     // watched ones as plain JSON with them: make both alike so comparisons are like for like.
-    const obj = ObjectSerializer.deserialize(raw, feed.type, '') as Obj;
+    let obj: Obj;
+    try {
+      obj = ObjectSerializer.deserialize(raw, feed.type, '') as Obj;
+    } catch (err) {
+      // A field of the wrong type (say, ports: 5) makes the model throw: skip the object, as the
+      // reconciler skips what it cannot read, rather than let the exception escape the informer.
+      const ns = raw.metadata?.namespace;
+      this.unreadable({ object: `${feed.kind} ${ns ? `${ns}/` : ''}${raw.metadata?.name}`, reason: `${(err as Error).message}; object skipped` });
+      return;
+    }
     obj.apiVersion = feed.apiVersion;
     obj.kind = feed.kind;
     const key = keyOf(feed.kind, obj);

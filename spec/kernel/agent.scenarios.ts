@@ -19,8 +19,8 @@ import { observe, sortIpvsadm, tableAsIpvsadm, type Ctx, type IpvsadmService, ty
 export const SYNC_PERIOD_MS = 2000;
 const MIN_SYNC_PERIOD_MS = 100;
 export const NODE = 'kipvs-node-1';
-const CONFIG_MAP = { namespace: 'kube-system', name: 'kipvs' };
-const IFNAME = 'kube-ipvs0';
+export const CONFIG_MAP = { namespace: 'kube-system', name: 'kipvs' };
+export const IFNAME = 'kube-ipvs0';
 /** Bound on every wait: node under TCG is 20-100x slower than native. */
 export const WAIT_MS = 30_000;
 
@@ -53,15 +53,15 @@ export function slice(name: string, service: string, endpoints: string[], ports:
   };
 }
 
-const cm = (data: Record<string, string>): WireObject => ({ metadata: { ...CONFIG_MAP }, data });
+export const cm = (data: Record<string, string>): WireObject => ({ metadata: { ...CONFIG_MAP }, data });
 
 // ---- the agent, instrumented ---------------------------------------------------------------------
 
-interface SyncRecord { at: number; ms: number; result: string; full?: boolean; written?: number; failed?: number; skipped?: true }
+export interface SyncRecord { at: number; ms: number; result: string; full?: boolean; written?: number; failed?: number; skipped?: true }
 interface OpRecord { at: number; op: string }
 
 /** Milliseconds since the scenario's clock started. */
-type Clock = () => number;
+export type Clock = () => number;
 
 export interface Launched {
   agent: Agent;
@@ -94,7 +94,7 @@ let agents = 0;
  * every op and every sync is recorded; both are in place before the first sync can run, since that
  * waits on the API server's answers.
  */
-async function launch(ctx: Ctx, api: TestApiServer, now: Clock, extra: Partial<AgentOptions> = {}): Promise<Launched> {
+export async function launch(ctx: Ctx, api: TestApiServer, now: Clock, extra: Partial<AgentOptions> = {}): Promise<Launched> {
   const kubeconfig = `/tmp/${ctx.name}-agent${++agents}.kubeconfig`;
   api.writeKubeconfig(kubeconfig);
   const rec = recordingLogger();
@@ -128,13 +128,13 @@ async function launch(ctx: Ctx, api: TestApiServer, now: Clock, extra: Partial<A
   };
 }
 
-async function serve(objects: Array<[Resource, WireObject]>): Promise<TestApiServer> {
+export async function serve(objects: Array<[Resource, WireObject]>): Promise<TestApiServer> {
   const api = await new TestApiServer({ bookmarkIntervalMs: 0 }).start();
   for (const [resource, o] of objects) api.create(resource, o);
   return api;
 }
 
-const clock = (): Clock => {
+export const clock = (): Clock => {
   const t0 = performance.now();
   return () => Math.round(performance.now() - t0);
 };
@@ -195,7 +195,7 @@ export async function until(ctx: Ctx, want: State, since: number, timeoutMs = WA
 }
 
 /** `ip -o addr show dev kube-ipvs0` as 'inet 10.96.0.10/32 scope global' lines, sorted. */
-function addrs(ns: Netns): string[] {
+export function addrs(ns: Netns): string[] {
   return ns.sh(`ip -o addr show dev ${IFNAME} 2>/dev/null || true`).split('\n')
     .map((l) => /\s(inet6?) (\S+) .*?scope (\S+)/.exec(l))
     .filter((m) => m !== null)
@@ -217,9 +217,9 @@ function link(ns: Netns): string {
 }
 
 /** The save form, byte for byte (for "nothing changed" comparisons). */
-const saved = (ctx: Ctx) => ctx.sh('ipvsadm -Sn');
+export const saved = (ctx: Ctx) => ctx.sh('ipvsadm -Sn');
 
-interface Step {
+export interface Step {
   label: string;
   converged: boolean;
   /** From the API write to the kernel showing the expected state. */
@@ -232,7 +232,7 @@ interface Step {
 }
 
 /** Does `act` (API writes), waits for `want` and observes. */
-async function step(ctx: Ctx, a: Launched, label: string, act: () => void | Promise<void>, want: State): Promise<Step> {
+export async function step(ctx: Ctx, a: Launched, label: string, act: () => void | Promise<void>, want: State): Promise<Step> {
   const mark = a.ops.length;
   const t0 = performance.now();
   await act();
@@ -253,7 +253,7 @@ export const problems = (log: LogEntry[]) => log.filter((e) => e.level === 'erro
 
 // ---- 1. a Service's life -------------------------------------------------------------------------
 
-const HTTP: PortSpec = { name: 'http', port: 80, target: 8080 };
+export const HTTP: PortSpec = { name: 'http', port: 80, target: 8080 };
 const DNS: PortSpec = { name: 'dns', protocol: 'UDP', port: 53, target: 5353 };
 const HTTPS: PortSpec = { name: 'https', port: 443, target: 8443 };
 export const VIP = '10.96.0.10';

@@ -13,8 +13,9 @@ import { scenarios as serviceScenarios } from './services.scenarios.js';
 import { scenarios as nodecfgScenarios } from './nodecfg.scenarios.js';
 import { scenarios as gracefulScenarios } from './graceful.scenarios.js';
 import { scenarios as nftScenarios } from './nft.scenarios.js';
+import { scenarios as faultScenarios } from './faults.scenarios.js';
 
-const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios, ...serviceScenarios, ...nodecfgScenarios, ...gracefulScenarios, ...nftScenarios];
+const all: Scenario[] = [...ipvsScenarios, ...linkScenarios, ...agentScenarios, ...statusScenarios, ...serviceScenarios, ...nodecfgScenarios, ...gracefulScenarios, ...nftScenarios, ...faultScenarios];
 
 async function runOne(s: Scenario, i: number) {
   const created: string[] = [];
