@@ -1,7 +1,8 @@
 // The one coalescing sync runner, after kubernetes pkg/util/async/bounded_frequency_runner.go: run()
 // only asks for a sync; requests made before a sync starts are served by it, at most one sync runs at
 // a time and at most one waits behind it. Syncs start no sooner than minInterval after the previous
-// one ended; maxInterval after the last sync a periodic one runs anyway; a failed sync is retried
+// one ended; maxInterval after the last periodic or retried one (the agent's full syncs; requested,
+// partial syncs never postpone it) a periodic one runs anyway; a failed sync is retried
 // with exponential backoff (retryInterval doubling up to maxRetryInterval, reset by a success). A
 // run() during backoff is not held back by it (only by minInterval): new changes may be what fixes
 // the failure, as in kube-proxy. Nothing runs before the first run(). Time comes from a Clock.
@@ -30,7 +31,7 @@ export const realClock: Clock = {
 export interface RunnerOptions {
   /** Least time between the end of one sync and the start of the next (ms). Default 1000. */
   minInterval?: number;
-  /** A sync runs at the latest this long after the previous one ended (ms). Default 30000. */
+  /** A periodic sync runs at the latest this long after the previous periodic or retried one ended (ms). Default 30000. */
   maxInterval?: number;
   /** Delay before the first retry after a failure (ms). Default max(minInterval, 1000). */
   retryInterval?: number;
@@ -129,7 +130,7 @@ export class SyncRunner {
     const options: Plan[] = [];
     if (this.requested) options.push({ at: earliest, reason: 'requested' });
     if (this.failures > 0) options.push({ at: Math.max(earliest, this.lastEnd + this.backoff()), reason: 'retry' });
-    options.push({ at: this.lastEnd + this.maxInterval, reason: 'periodic' });
+    options.push({ at: Math.max(earliest, (this.lastPeriodicEnd ?? this.lastEnd) + this.maxInterval), reason: 'periodic' });
     return options.reduce((a, b) => (b.at < a.at ? b : a));
   }
 
@@ -150,6 +151,9 @@ export class SyncRunner {
     });
   }
 
+  /** When the last periodic or retried sync (or the first sync) ended: the periodic sync is due maxInterval after it. */
+  private lastPeriodicEnd: number | undefined;
+
   private async sync(reason: SyncReason): Promise<void> {
     let result: SyncResult;
     let error: unknown;
@@ -160,6 +164,7 @@ export class SyncRunner {
       error = err;
     }
     this.lastEnd = this.clock.now();
+    if (reason !== 'requested' || this.lastPeriodicEnd === undefined) this.lastPeriodicEnd = this.lastEnd;
     if (result === 'ok') {
       this.failures = 0;
       this.lastSuccess = this.lastEnd;

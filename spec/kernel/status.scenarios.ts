@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { load as yamlLoad } from 'js-yaml';
-import { hostNetmask } from '../../lib/kernel/ids.js';
+import { hostNetmask, SVC_F_KIPVS } from '../../lib/kernel/ids.js';
 import { statusMain } from '../../lib/status.js';
 import type { Destination, Family, KernelOp, LinkAddress, Protocol, ServiceId, VirtualServer } from '../../lib/kernel/types.js';
 import { observe, type Ctx, type Scenario } from './harness.js';
@@ -22,8 +22,9 @@ const IFNAME = 'kube-ipvs0';
 
 const ipFamily = (address: string): Family => (address.includes(':') ? 6 : 4);
 const id = (protocol: Protocol, address: string, port: number): ServiceId => ({ family: ipFamily(address), protocol, address, port, fwmark: 0 });
+/** A virtual server as the agent programs it: those at Service addresses carry kipvs's mark. */
 const vs = (s: ServiceId, scheduler: string, flags = 0, timeout = 0): VirtualServer =>
-  ({ ...s, scheduler, flags, timeout, netmask: hostNetmask(s.family), peName: '' });
+  ({ ...s, scheduler, flags: flags | (/^(10\.96\.|fd00:96:)/.test(s.address) ? SVC_F_KIPVS : 0), timeout, netmask: hostNetmask(s.family), peName: '' });
 const dest = (address: string, port: number): Destination =>
   ({ family: ipFamily(address), address, port, forward: 'masq', weight: 1, upperThreshold: 0, lowerThreshold: 0 });
 const vip = (address: string): LinkAddress => ({ family: ipFamily(address), address, prefixLength: address.includes(':') ? 128 : 32 });

@@ -88,7 +88,7 @@ describe('SyncRunner', () => {
     expect(calls).toHaveLength(2);
   });
 
-  test('a periodic sync runs maxInterval after the last one, and a requested sync pushes it back', async () => {
+  test('a periodic sync runs maxInterval after the last periodic one: requested (partial) syncs in between never push it back', async () => {
     const { clock, calls, runner } = setup();
     runner.run();
     await clock.advance(0);
@@ -97,11 +97,18 @@ describe('SyncRunner', () => {
     await clock.advance(4000);
     runner.run();
     await clock.advance(0);
-    await clock.advance(9999);
+    await clock.advance(5999);
     expect(calls.map(([t, r]) => `${t} ${r}`)).toEqual(['1000 requested', '11000 periodic', '15000 requested']);
     await clock.advance(1);
-    expect(calls.at(-1)).toEqual([25_000, 'periodic']);
-    expect(runner.status().next).toEqual({ at: 35_000, reason: 'periodic' });
+    expect(calls.at(-1)).toEqual([21_000, 'periodic']);
+    expect(runner.status().next).toEqual({ at: 31_000, reason: 'periodic' });
+    // Requested syncs every second (a drain's checks) still leave the periodic one on time.
+    for (let t = 0; t < 9; t++) {
+      runner.run();
+      await clock.advance(1000);
+    }
+    await clock.advance(1000);
+    expect(calls.filter(([, r]) => r === 'periodic').map(([t]) => t)).toEqual([11_000, 21_000, 31_000]);
   });
 
   test('failures back off from retryInterval, doubling up to maxRetryInterval; success resets', async () => {
