@@ -127,17 +127,25 @@ async function main(): Promise<void> {
   try {
     console.log('$ kipvs agent --source dir:manifests/examples --netns /run/netns/kipvs-demo-node');
     agent = spawn('node', [CLI, 'agent', `--source=dir:${MANIFESTS}`, `--netns=/run/netns/${NODE}`, '--config-map=kube-system/kipvs',
-      '--ipvs-min-sync-period=100ms', '--healthz-bind-address=', '--metrics-bind-address='], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '--ipvs-min-sync-period=100ms', '--healthz-bind-address=', '--metrics-bind-address=',
+      // Pods live in 10.244.0.0/16: the client's traffic to Services is masqueraded (kipvs's nftables table).
+      '--cluster-cidr=10.244.0.0/16', '--graceful-termination-max-wait=10s'], { stdio: ['ignore', 'ignore', 'pipe'] });
     const log: string[] = [];
     agent.stderr!.on('data', (b: Buffer) => log.push(b.toString()));
     agent.on('exit', (code) => code && console.log(`agent exited ${code}:\n${log.join('')}`));
-    await until('4 services programmed', (t) => (t.match(/^TCP /gm) ?? []).length === 4 && t.includes('10.244.3.40:8080'), 300000);
+    await until('4 services and the NodePort programmed', (t) => t.includes('TCP  192.168.100.1:30080') && t.includes('10.244.3.40:8080'), 300000);
     status();
 
     console.log('\n1. web (10.96.0.10, rr from the ConfigMap): 30 requests');
     const rr = requests('10.96.0.10', 30);
     console.log(`   ${show(rr)}`);
     expect(Object.keys(rr).length === 3 && Object.values(rr).every((n) => n === 10), 'round robin: 10 each over 3 backends');
+
+    console.log('\n1b. web through its NodePort, from outside the node (192.168.100.1:30080): 30 requests');
+    const np = requests('192.168.100.1:30080', 30);
+    console.log(`   ${show(np)}`);
+    expect(Object.keys(np).length === 3 && Object.values(np).every((n) => n === 10), 'NodePort: round robin, 10 each over the same 3 backends');
+    console.log(`   the node's nftables table inet kipvs: ${inNs(NODE, 'nft list table inet kipvs | grep -c ""').trim()} lines, the same whatever the number of Services`);
 
     console.log('\n2. api (10.96.0.20, kipvs.io/scheduler: lc): 20 requests');
     const lc = requests('10.96.0.20', 20);
@@ -163,7 +171,7 @@ async function main(): Promise<void> {
     expect(Object.keys(switched).length === 1, 'web now hashes the one client to one backend');
     status();
 
-    console.log('\n6. back to rr, and 10.244.3.10 is scaled away from web');
+    console.log('\n6. back to rr, and 10.244.3.10 is scaled away from web (it drains at weight 0 first: graceful termination)');
     editYaml('kipvs-configmap.yaml', /scheduler: .*/, 'scheduler: "rr"');
     editYaml('web.yaml', /\s+- addresses: \[10\.244\.3\.10\][^\n]*\n[^\n]*\n[^\n]*nodeName: node-3/, '');
     await until('web back to rr with 2 backends', (t) => /TCP {2}10\.96\.0\.10:80 rr/.test(t) && !t.includes('10.244.3.10'));
