@@ -1,18 +1,21 @@
-// Real-kernel benchmark (runs inside vm/run): program N services × M destinations from empty with our
-// batched client and with `ipvsadm -R` of the same rules, check both tables are identical, and time a
-// full dump against `ipvsadm -Ln`. Prints figures and ratios; one run, so ratios compare like with like.
-// Usage: node build/bench/kernel.js [services=1000] [destinations=10]
+// Real-kernel benchmark (runs inside vm/run): for each size, program N services × M destinations from
+// empty with our batched client and with `ipvsadm -R` of the same rules, check both tables are
+// identical, and time a full dump against `ipvsadm -Ln`. Prints figures and ratios (best of the rounds,
+// the two tools alternating within each round, so ratios compare like with like).
+// Usage: node build/bench/kernel.js [sizes=1000,5000] [destinations=10] [rounds=2]
 
 import { execFileSync, execSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { NetlinkKernel } from '../lib/kernel/netlink.js';
 import type { KernelOp, VirtualServer } from '../lib/kernel/types.js';
 
-const [nServices = 1000, nDests = 10] = process.argv.slice(2).map(Number);
+const [sizesArg = '1000,5000', destsArg = '10', roundsArg = '2'] = process.argv.slice(2);
+const nDests = Number(destsArg);
+const nRounds = Number(roundsArg);
 const vip = (i: number) => `10.96.${i >> 8}.${i & 0xff}`;
 const rip = (i: number, j: number) => `10.${128 + (i >> 8)}.${i & 0xff}.${j + 1}`;
 
-function ops(): KernelOp[] {
+function ops(nServices: number): KernelOp[] {
   const out: KernelOp[] = [];
   for (let i = 0; i < nServices; i++) {
     const service: VirtualServer = { family: 4, protocol: 'TCP', address: vip(i), port: 80, fwmark: 0, scheduler: 'rr', flags: 0, timeout: 0, netmask: 0xffffffff, peName: '' };
@@ -24,7 +27,7 @@ function ops(): KernelOp[] {
   return out;
 }
 
-function rules(): string {
+function rules(nServices: number): string {
   const lines: string[] = [];
   for (let i = 0; i < nServices; i++) {
     lines.push(`-A -t ${vip(i)}:80 -s rr`);
@@ -38,12 +41,21 @@ const saved = () => execSync('ipvsadm -Sn', { maxBuffer: 1 << 28, encoding: 'utf
 
 async function main() {
   const kernel = await NetlinkKernel.open();
-  const list = ops();
+  console.log(`kernel bench on Linux ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()} (${process.env.KIPVS_KERNEL_MODE ?? 'host'})`);
+  let identical = true;
+  for (const n of sizesArg.split(',').map(Number)) identical = (await size(kernel, n)) && identical;
+  await kernel.close();
+  if (!identical) process.exitCode = 1;
+}
+
+/** Programs and dumps `nServices` × nDests both ways, prints the figures; whether the tables were identical. */
+async function size(kernel: NetlinkKernel, nServices: number): Promise<boolean> {
+  const list = ops(nServices);
   const file = '/tmp/kipvs-bench.rules';
-  writeFileSync(file, rules());
+  writeFileSync(file, rules(nServices));
   const rounds: Array<{ ours: number; ipvsadm: number; dumpOurs: number; dumpIpvsadm: number }> = [];
   let identical = true;
-  for (let round = 0; round < 2; round++) {
+  for (let round = 0; round < nRounds; round++) {
     execFileSync('ipvsadm', ['-C']);
     let t0 = process.hrtime.bigint();
     const r = await kernel.apply(list);
@@ -67,11 +79,9 @@ async function main() {
     rounds.push({ ours, ipvsadm, dumpOurs, dumpIpvsadm });
   }
   execFileSync('ipvsadm', ['-C']);
-  await kernel.close();
 
   const best = (k: keyof (typeof rounds)[0]) => Math.min(...rounds.map((r) => r[k]));
   const n = list.length;
-  console.log(`kernel bench on Linux ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()} (${process.env.KIPVS_KERNEL_MODE ?? 'host'})`);
   console.log(`  program ${nServices} services x ${nDests} destinations (${n} ops) from empty, best of ${rounds.length}:`);
   console.log(`    kipvs batched netlink : ${best('ours').toFixed(0)} ms  (${((n / best('ours')) * 1000).toFixed(0)} ops/s)`);
   console.log(`    ipvsadm -R            : ${best('ipvsadm').toFixed(0)} ms`);
@@ -82,7 +92,7 @@ async function main() {
   console.log(`    ipvsadm -Ln           : ${best('dumpIpvsadm').toFixed(0)} ms`);
   console.log(`    ratio kipvs/ipvsadm   : ${(best('dumpOurs') / best('dumpIpvsadm')).toFixed(2)}x`);
   console.log(`  rounds: ${JSON.stringify(rounds.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Math.round(v)]))))}`);
-  if (!identical) process.exitCode = 1;
+  return identical;
 }
 
 main().catch((err) => {

@@ -15,6 +15,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { V1Node } from '@kubernetes/client-node';
 import { FakeKernel } from '../lib/kernel/fake.js';
+import { silentLogger } from '../lib/log.js';
 import { ZONE_LABEL } from '../lib/proxy/node.js';
 import { Reconciler, type SyncReport } from '../lib/proxy/reconciler.js';
 import { MemorySource, service, slice } from '../spec/support/memory-source.js';
@@ -24,7 +25,6 @@ const ENDPOINTS = 10;
 const RUNS = 5;
 /** V8 flags of one more 10k child: old space capped, so V8 collects before its garbage piles up (README). */
 const CAPPED = ['--max-old-space-size=160'];
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const http = [{ name: 'http', port: 80 }];
 const backend = [{ name: 'http', port: 8080 }];
 const vip = (i: number) => `10.${96 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`;
@@ -53,7 +53,7 @@ interface Result {
   churn: { ms: number; ops: number };
   /** Peak RSS after each step, bytes. */
   peaks: Record<string, number>;
-  heap: { total: number; agent: number; kernel: number; objects: number; runtime: number };
+  heap: { total: number; agent: number; kernel: number; objects: number; runtime: number; rss: number };
 }
 
 interface Env {
@@ -66,7 +66,7 @@ interface Env {
 async function setup(n: number, m: number): Promise<Env> {
   const source = new MemorySource();
   const kernel = new FakeKernel();
-  const env: Env = { source, kernel, reconciler: new Reconciler({ kernel, source, logger: quiet }) };
+  const env: Env = { source, kernel, reconciler: new Reconciler({ kernel, source, logger: silentLogger }) };
   await source.start((c) => env.reconciler?.noteChanges(c));
   for (let i = 0; i < n; i++) source.put(service(`s${i}`, vip(i), http), slice(`s${i}`, 'a', endpoints(i, m), backend));
   return env;
@@ -81,7 +81,7 @@ async function measure(n: number, m: number, runs: number): Promise<Result> {
   const heap = await heapBreakdown(env);
   r.rows.push(['heap after GC', MB(heap.total), [
     `agent state ${MB(heap.agent)}`, `in-memory kernel table ${MB(heap.kernel)}`, `Kubernetes objects ${MB(heap.objects)}`, `runtime ${MB(heap.runtime)}`,
-  ].join(', ')]);
+  ].join(', ') + `; RSS then ${MB(heap.rss)}`]);
   return { ...r, heap };
 }
 
@@ -167,6 +167,7 @@ async function heapBreakdown(env: Env): Promise<Result['heap']> {
   const gc = runInNewContext('gc') as () => void;
   const heapAfterGc = () => (gc(), gc(), process.memoryUsage().heapUsed);
   const total = heapAfterGc();
+  const rss = process.memoryUsage().rss;
   await env.source!.stop();
   env.reconciler = undefined;
   const withoutAgent = heapAfterGc();
@@ -174,7 +175,7 @@ async function heapBreakdown(env: Env): Promise<Result['heap']> {
   const withoutKernel = heapAfterGc();
   env.source = undefined;
   const runtime = heapAfterGc();
-  return { total, agent: total - withoutAgent, kernel: withoutAgent - withoutKernel, objects: withoutKernel - runtime, runtime };
+  return { total, agent: total - withoutAgent, kernel: withoutAgent - withoutKernel, objects: withoutKernel - runtime, runtime, rss };
 }
 
 function printRows(r: Result) {
@@ -213,6 +214,7 @@ function growth() {
   line('1,000 random endpoint changes', (r) => r.churn.ms, (r) => `${ms(r.churn.ms)}, ${r.churn.ops} ops`);
   line('peak RSS', (r) => r.peaks['endpoint changes'], (r) => MB(r.peaks['endpoint changes']));
   line('heap after GC', (r) => r.heap.total, (r) => MB(r.heap.total));
+  line('RSS after GC', (r) => r.heap.rss, (r) => MB(r.heap.rss));
   const big = results.find((r) => r.services === 10000);
   if (big) {
     const peak = big.peaks['endpoint changes'];
