@@ -23,8 +23,8 @@ import { MemorySource, service, slice } from '../spec/support/memory-source.js';
 const SIZES = [1000, 5000, 10000];
 const ENDPOINTS = 10;
 const RUNS = 5;
-/** V8 flags of one more 10k child: old space capped, so V8 collects before its garbage piles up (README). */
-const CAPPED = ['--max-old-space-size=160'];
+/** V8 flags of one more 10k child: old and young space capped, so V8 collects before garbage piles up (README). */
+const CAPPED = ['--max-old-space-size=160', '--max-semi-space-size=2'];
 const http = [{ name: 'http', port: 80 }];
 const backend = [{ name: 'http', port: 8080 }];
 const vip = (i: number) => `10.${96 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`;
