@@ -38,7 +38,7 @@ test: test-unit test-kernel
 # dumping 1k and 5k services against ipvsadm, and the agent's network programming latency under churn.
 bench: build vm
 	node build/bench/native.js
-	vm/run -- node build/bench/kernel.js 1000:2,5000:1 10
+	vm/run -- node build/bench/kernel.js 1000:3,5000:1 10
 	vm/run -- node build/bench/latency.js 1000 10 200 4 1000,0
 
 # The main job on a real kernel: sample Services, real HTTP traffic, a live scheduler switch.
