@@ -43,10 +43,12 @@ test-soak: build vm
 	KIPVS_SOAK=1 KIPVS_KERNEL_RESULTS=$(SOAK_OUT)/results.json $(JEST) build/spec/kernel/faults.test.js --selectProjects kernel
 	KIPVS_SOAK=1 $(JEST) build/spec/unit/faults-kernel.test.js --selectProjects unit
 
-# Native benchmark (in-memory kernel) here, then the real-kernel benchmark in the VM.
+# Native benchmark (in-memory kernel, 1k/5k/10k services) here, then in the VM: programming and
+# dumping 1k and 5k services against ipvsadm, and the agent's network programming latency under churn.
 bench: build vm
 	node build/bench/native.js
-	vm/run -- node build/bench/kernel.js 1000 10
+	vm/run -- node build/bench/kernel.js 1000:3,5000:1 10
+	vm/run -- node build/bench/latency.js 1000 10 200 4 1000,0
 
 # The main job on a real kernel: sample Services, real HTTP traffic, a live scheduler switch.
 demo: build vm
