@@ -62,7 +62,7 @@ test('after drift: --check exits 1 and each row names its drift exactly', () => 
     'apps        dual     ClusterIP   [fd00:96::30]:80/TCP   lc             None              1/1         <none>         missing',
     'default     api      ClusterIP   10.96.0.20:443/TCP     sh (sh-port)   ClientIP 10800s   2/2         2              mismatched: 1 real server differs (weight 5≠1)',
     'default     web      ClusterIP   10.96.0.10:80/TCP      lc             None              2/3         1              mismatched: 1 real server missing',
-    'default     web      ClusterIP   10.96.0.10:53/UDP      lc             None              2/3         2              mismatched: scheduler wrr≠lc',
+    'default     web      ClusterIP   10.96.0.10:53/UDP      lc             None              2/3         2              mismatched: scheduler wrr≠lc, kipvs mark missing',
     '<none>      <none>   <none>      10.96.0.99:8080/TCP    rr             None              <none>      0              extra',
   ]);
 });
@@ -76,7 +76,7 @@ test('after drift: `-o json --all-ipvs --check` (a child process) parses, says t
       'apps/dual [fd00:96::30]:80/TCP missing',
       'default/api 10.96.0.20:443/TCP mismatched: 1 real server differs (weight 5≠1)',
       'default/web 10.96.0.10:80/TCP mismatched: 1 real server missing',
-      'default/web 10.96.0.10:53/UDP mismatched: scheduler wrr≠lc',
+      'default/web 10.96.0.10:53/UDP mismatched: scheduler wrr≠lc, kipvs mark missing',
       '-/- 10.96.0.99:8080/TCP extra',
       '-/- 10.1.1.1:80/TCP foreign',
     ],
@@ -84,11 +84,12 @@ test('after drift: `-o json --all-ipvs --check` (a child process) parses, says t
   expect(v().drifted.yamlSameAsJson).toBe(true);
 });
 
-test('--ipvs-scheduler wrr (as an agent started with it): the ConfigMap\'s lc is overridden, so dns is in sync and http is not', () => {
+// `ipvsadm -E` (the scheduler drift) sets every service flag, so it also clears kipvs's mark: the agent would restore it.
+test('--ipvs-scheduler wrr (as an agent started with it): the ConfigMap\'s lc is overridden, so dns differs only by the mark ipvsadm -E cleared, and http by its scheduler', () => {
   printed(v().drifted.flag, 0, [
     'NAMESPACE   NAME   TYPE        VIP:PORT/PROTO      SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE',
     'default     web    ClusterIP   10.96.0.10:80/TCP   wrr         None       2/3         1              mismatched: scheduler lc≠wrr, 1 real server missing',
-    'default     web    ClusterIP   10.96.0.10:53/UDP   wrr         None       2/3         2              in sync',
+    'default     web    ClusterIP   10.96.0.10:53/UDP   wrr         None       2/3         2              mismatched: kipvs mark missing',
   ]);
 });
 
