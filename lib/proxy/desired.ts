@@ -70,7 +70,10 @@ export interface ServiceResult {
   errors: ObjectError[];
   /** False when the Service as a whole could not be read: the caller keeps what it had for it. */
   valid: boolean;
-  /** A LoadBalancer Service with externalTrafficPolicy Local: its healthCheckNodePort and this node's ready endpoints. */
+  /**
+   * A LoadBalancer Service with externalTrafficPolicy Local: its healthCheckNodePort and this node's ready
+   * endpoints (the most any one port and family has, as kube-proxy counts per Service port).
+   */
   healthCheck?: { port: number; localEndpoints: number };
 }
 
@@ -480,8 +483,10 @@ export function desiredForService(
   const topology = !!node.zone && wantsTopology(svc);
   const families = new Set(ips.map((ip) => ip.family));
   const externalIPs = addressList(spec.externalIPs, 'spec.externalIPs', errors, object);
+  // Load-balancer ingress IPs, but not those whose load balancer proxies (ipMode Proxy) nor hostnames.
+  const ingress: unknown = svc.status?.loadBalancer?.ingress;
   const lbIPs = type !== 'LoadBalancer' ? [] : addressList(
-    (svc.status?.loadBalancer?.ingress ?? []).filter?.((i) => isObject(i) && i.ip !== undefined && i.ipMode !== 'Proxy').map((i) => i.ip),
+    Array.isArray(ingress) ? ingress.filter((i) => isObject(i) && i.ip !== undefined && i.ipMode !== 'Proxy').map((i) => i.ip) : ingress,
     'status.loadBalancer.ingress', errors, object);
   const sourceRanges = type === 'LoadBalancer' ? sourceRangesOf(spec.loadBalancerSourceRanges, errors, object) : [];
   for (const ip of [...externalIPs, ...lbIPs]) {
