@@ -57,26 +57,61 @@ export interface DesiredForNft {
   masqueradeAll: boolean;
 }
 
+/** What every element's spelling depends on, besides its own part: changes only on full syncs. */
+export type NftGlobals = Pick<NftModel, 'nodeAddresses' | 'clusterCIDRs' | 'masqueradeAll'>;
+
+/**
+ * One contributor's share of the model (a virtual server, or one address bound on kube-ipvs0): the unit
+ * an incremental update replaces (lib/nft/incremental.ts). A model is itself a part, the union of all.
+ */
+export type NftPart = Pick<NftModel, 'services' | 'boundAddresses' | 'endpointAddresses'>;
+
+type VirtualServerForNft = DesiredForNft['virtualServers'] extends Iterable<infer V> ? V : never;
+
+/** A virtual server's part (pure): its service (none for fwmark ones, which kipvs never creates) and its real servers' addresses. */
+export function partFromVirtualServer(v: VirtualServerForNft): NftPart {
+  const { service: s } = v;
+  const endpointAddresses = v.destinations.map((e) => ({ family: e.family, address: e.address }));
+  if (s.fwmark || (s.protocol !== 'TCP' && s.protocol !== 'UDP' && s.protocol !== 'SCTP')) return { services: [], boundAddresses: [], endpointAddresses };
+  return {
+    services: [{ family: s.family, address: s.address, protocol: s.protocol, port: s.port, kind: v.kind, local: v.local, sourceRanges: v.sourceRanges, owner: v.owner }],
+    boundAddresses: [],
+    endpointAddresses,
+  };
+}
+
+/** A bound address's part (pure). */
+export function partFromAddress(a: { family: NftFamily; address: string }): NftPart {
+  return { services: [], boundAddresses: [{ family: a.family, address: a.address }], endpointAddresses: [] };
+}
+
+const unique = (list: Iterable<{ family: NftFamily; address: string }>) => [...new Map([...list].map((a) => [a.address, { family: a.family, address: a.address }])).values()];
+
+/** The model the parts add up to (pure): services in order, addresses once each. */
+export function modelFromParts(globals: NftGlobals, parts: Iterable<NftPart>): NftModel {
+  const services: NftService[] = [];
+  const bound: Array<{ family: NftFamily; address: string }> = [];
+  const endpoints: Array<{ family: NftFamily; address: string }> = [];
+  for (const p of parts) {
+    services.push(...p.services);
+    bound.push(...p.boundAddresses);
+    endpoints.push(...p.endpointAddresses);
+  }
+  return {
+    services,
+    boundAddresses: unique(bound),
+    endpointAddresses: unique(endpoints),
+    nodeAddresses: unique(globals.nodeAddresses),
+    clusterCIDRs: globals.clusterCIDRs,
+    masqueradeAll: globals.masqueradeAll,
+  };
+}
+
 /**
  * The table's model from desired state (pure): one service per virtual server (fwmark ones, which kipvs
  * never creates, are left out), every real server's address once, addresses once each.
  */
 export function modelFromDesired(d: DesiredForNft): NftModel {
-  const services: NftService[] = [];
-  const endpoints = new Map<string, { family: NftFamily; address: string }>();
-  for (const v of d.virtualServers) {
-    const { service: s } = v;
-    if (s.fwmark || (s.protocol !== 'TCP' && s.protocol !== 'UDP' && s.protocol !== 'SCTP')) continue;
-    services.push({ family: s.family, address: s.address, protocol: s.protocol, port: s.port, kind: v.kind, local: v.local, sourceRanges: v.sourceRanges, owner: v.owner });
-    for (const e of v.destinations) endpoints.set(e.address, { family: e.family, address: e.address });
-  }
-  const unique = (list: Iterable<{ family: NftFamily; address: string }>) => [...new Map([...list].map((a) => [a.address, { family: a.family, address: a.address }])).values()];
-  return {
-    services,
-    boundAddresses: unique(d.boundAddresses),
-    endpointAddresses: [...endpoints.values()],
-    nodeAddresses: unique(d.nodeAddresses),
-    clusterCIDRs: d.clusterCIDRs,
-    masqueradeAll: d.masqueradeAll,
-  };
+  const parts = [...[...d.virtualServers].map(partFromVirtualServer), ...[...d.boundAddresses].map(partFromAddress)];
+  return modelFromParts({ nodeAddresses: [...d.nodeAddresses], clusterCIDRs: d.clusterCIDRs, masqueradeAll: d.masqueradeAll }, parts);
 }

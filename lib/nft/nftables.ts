@@ -1,13 +1,16 @@
 // Applies kipvs's nftables table: one `nft -f -` process per apply (never one per entry), run inside the
 // target network namespace through `nsenter --net=PATH`, skipped when the rendered text equals what was
-// last applied. Owns nothing but the table `inet kipvs` (lib/nft/render.ts).
+// last applied. update() keeps the table in parts (lib/nft/incremental.ts): a full update replaces the
+// whole table, a partial one only adds and deletes the set elements of the parts that changed. Owns
+// nothing but the table `inet kipvs` (lib/nft/render.ts).
 
 import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { Logger } from '../log.js';
-import type { NftModel } from './model.js';
-import { renderRemove, renderRuleset, TABLE } from './render.js';
+import { NftElementIndex } from './incremental.js';
+import { modelFromParts, type NftGlobals, type NftModel, type NftPart } from './model.js';
+import { renderElementChanges, renderRemove, renderRuleset, TABLE } from './render.js';
 
 export interface NftablesOptions {
   /** Network namespace to program (/run/netns/NAME or /proc/PID/ns/net); default: the current one. */
@@ -50,6 +53,8 @@ export class Nftables {
   private nftPath?: string;
   /** The script last applied successfully; undefined after a failure or remove(), so the next apply runs. */
   private last?: string;
+  /** What update() last put in the table, by part; undefined unless the table is exactly that (no failure since). */
+  private index?: NftElementIndex;
 
   constructor(opts: NftablesOptions) {
     this.log = opts.logger;
@@ -69,15 +74,50 @@ export class Nftables {
     const script = renderRuleset(model);
     if (!opts.force && script === this.last) return false;
     this.last = undefined;
+    this.index = undefined;
     await this.run(script, 'apply');
     this.last = script;
     this.log.debug(`nftables: applied ${TABLE}`, { services: model.services.length, bytes: script.length });
     return true;
   }
 
+  /**
+   * Full: replaces the table (forced) with the one `globals` and `parts` (every part) describe. Otherwise:
+   * replaces only the parts named (undefined: gone), in one transaction of element additions and deletions,
+   * none when nothing changed; returns whether nft ran. After any failure (and before the first full
+   * update) a partial update throws without running nft: the caller's next full update repairs the table.
+   * @throws {NftModelError} a bad value in a part. @throws {Error} as apply.
+   */
+  async update(globals: NftGlobals, parts: ReadonlyMap<string, NftPart | undefined>, opts: { full?: boolean } = {}): Promise<boolean> {
+    if (opts.full) {
+      const index = new NftElementIndex(globals);
+      for (const [key, part] of parts) index.set(key, part);
+      index.takeChanges();
+      await this.apply(modelFromParts(globals, [...parts.values()].filter((p) => p !== undefined)), { force: true });
+      this.index = index;
+      return true;
+    }
+    const index = this.index;
+    if (!index || JSON.stringify(index.globals) !== JSON.stringify(globals)) {
+      throw new Error(`nftables: ${TABLE} needs a full update first (${index ? 'node addresses, cluster CIDRs or masquerade-all changed' : 'none yet, or the last one failed'})`);
+    }
+    this.index = undefined; // until the kernel has the change
+    for (const [key, part] of parts) index.set(key, part);
+    const changes = index.takeChanges();
+    const script = renderElementChanges(changes);
+    if (script) {
+      this.last = undefined;
+      await this.run(script, 'update');
+      this.log.debug(`nftables: updated ${TABLE}`, { added: changes.add.length, deleted: changes.delete.length, bytes: script.length });
+    }
+    this.index = index;
+    return script !== '';
+  }
+
   /** Removes the table; idempotent (no table is not an error). @throws {Error} as apply. */
   async remove(): Promise<void> {
     this.last = undefined;
+    this.index = undefined;
     await this.run(renderRemove(), 'remove');
     this.log.info(`nftables: removed ${TABLE}`);
   }

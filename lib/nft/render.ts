@@ -28,7 +28,7 @@
 //   after IPVS chose the real server: source == destination == an endpoint address.
 
 import ipaddr from 'ipaddr.js';
-import type { NftFamily, NftModel, NftService } from './model.js';
+import type { NftFamily, NftGlobals, NftModel, NftPart, NftService } from './model.js';
 
 export const TABLE = 'inet kipvs';
 
@@ -46,23 +46,6 @@ const MARK_MASQ = `meta mark set meta mark | ${hex(MASQ_MARK)}`;
 /** A bad value in the model: names the object it came from and the value. */
 export class NftModelError extends Error {
   override readonly name = 'NftModelError';
-}
-
-interface FamilySets {
-  /** addr . proto . port of every service: what the #72236 filter lets through. */
-  services: Set<string>;
-  /** services whose traffic is always masqueraded. */
-  masq: Set<string>;
-  /** ClusterIP services: masqueraded from outside the cluster CIDRs. */
-  clusterIPs: Set<string>;
-  /** LoadBalancer services with source ranges. */
-  firewall: Set<string>;
-  /** addr . proto . port . allowed source CIDR. */
-  firewallAllow: Set<string>;
-  bound: Set<string>;
-  /** endpoint . endpoint: hairpin. */
-  hairpin: Set<string>;
-  cidrs: Set<string>;
 }
 
 const familyName = (f: NftFamily) => `IPv${f}`;
@@ -101,43 +84,76 @@ function serviceKey(s: NftService): { key: string; addr: string } {
   return { key: `${addr} . ${proto} . ${s.port}`, addr };
 }
 
-function collect(model: NftModel): Record<NftFamily, FamilySets> {
-  const empty = (): FamilySets => ({
-    services: new Set(), masq: new Set(), clusterIPs: new Set(), firewall: new Set(), firewallAllow: new Set(),
-    bound: new Set(), hairpin: new Set(), cidrs: new Set(),
-  });
-  const sets: Record<NftFamily, FamilySets> = { 4: empty(), 6: empty() };
-  const nodeAddrs: Record<NftFamily, Array<ipaddr.IPv4 | ipaddr.IPv6>> = { 4: [], 6: [] };
-  for (const n of model.nodeAddresses) nodeAddrs[n.family].push(ipaddr.parse(address(n.family, n.address, 'node address')));
-  for (const s of model.services) {
+/**
+ * A set element: the set's name (services4, masq6, ...) and the element as nft spells it. The full render
+ * and the incremental updates (lib/nft/incremental.ts) both spell elements here, so they always agree.
+ */
+export type NftElement = readonly [set: string, element: string];
+
+/** What elements depend on besides their part (from the globals, lib/nft/model.ts). */
+export interface ElementContext {
+  masqueradeAll: boolean;
+  nodeAddresses: Record<NftFamily, Array<ipaddr.IPv4 | ipaddr.IPv6>>;
+}
+
+/** @throws {NftModelError} a node address that is none. */
+export function elementContext(g: Pick<NftGlobals, 'nodeAddresses' | 'masqueradeAll'>): ElementContext {
+  const nodeAddresses: ElementContext['nodeAddresses'] = { 4: [], 6: [] };
+  for (const n of g.nodeAddresses) nodeAddresses[n.family].push(ipaddr.parse(address(n.family, n.address, 'node address')));
+  return { masqueradeAll: g.masqueradeAll, nodeAddresses };
+}
+
+/**
+ * The set elements one part of the model contributes (pure; a whole model is a part):
+ * - services: addr . proto . port of every service, what the #72236 filter lets through;
+ * - masq: services whose traffic is always masqueraded; clusterips: ClusterIP services, masqueraded from
+ *   outside the cluster CIDRs; firewall: LoadBalancer services with source ranges; firewall_allow:
+ *   addr . proto . port . allowed source CIDR;
+ * - bound: addresses on kube-ipvs0; hairpin: endpoint . endpoint.
+ * @throws {NftModelError} a bad value, naming its object.
+ */
+export function partElements(part: NftPart, ctx: ElementContext): NftElement[] {
+  const out: NftElement[] = [];
+  for (const s of part.services) {
     const { key, addr } = serviceKey(s);
-    const f = sets[s.family];
-    f.services.add(key);
-    if (s.kind === 'ClusterIP') (model.masqueradeAll ? f.masq : f.clusterIPs).add(key);
-    else if (!s.local) f.masq.add(key);
+    const f = s.family;
+    out.push([`services${f}`, key]);
+    if (s.kind === 'ClusterIP') out.push([`${ctx.masqueradeAll ? 'masq' : 'clusterips'}${f}`, key]);
+    else if (!s.local) out.push([`masq${f}`, key]);
     if (s.kind === 'LoadBalancer' && s.sourceRanges.length) {
       // Fail closed: ranges of the other family allow nothing here, but the IP stays firewalled.
-      f.firewall.add(key);
-      const ranges = s.sourceRanges.map((r) => cidr(r, `Service ${s.owner ?? key} loadBalancerSourceRanges`)).filter((r) => r.family === s.family);
-      for (const range of ranges) f.firewallAllow.add(`${key} . ${range.text}`);
+      out.push([`firewall${f}`, key]);
+      const ranges = s.sourceRanges.map((r) => cidr(r, `Service ${s.owner ?? key} loadBalancerSourceRanges`)).filter((r) => r.family === f);
+      for (const range of ranges) out.push([`firewall_allow${f}`, `${key} . ${range.text}`]);
       // The node reaches the IP from the IP itself (it is bound here): allowed when a range holds a node address.
       const parsed = ranges.map((r) => ipaddr.parseCIDR(r.text));
-      if (nodeAddrs[s.family].some((n) => parsed.some((range) => n.match(range)))) f.firewallAllow.add(`${key} . ${addr}`);
+      if (ctx.nodeAddresses[f].some((n) => parsed.some((range) => n.match(range)))) out.push([`firewall_allow${f}`, `${key} . ${addr}`]);
     }
   }
-  for (const b of model.boundAddresses) sets[b.family].bound.add(address(b.family, b.address, 'bound address'));
-  for (const e of model.endpointAddresses) {
+  for (const b of part.boundAddresses) out.push([`bound${b.family}`, address(b.family, b.address, 'bound address')]);
+  for (const e of part.endpointAddresses) {
     const a = address(e.family, e.address, 'endpoint address');
-    sets[e.family].hairpin.add(`${a} . ${a}`);
+    out.push([`hairpin${e.family}`, `${a} . ${a}`]);
   }
-  for (const c of model.clusterCIDRs) {
+  return out;
+}
+
+/** Every set's elements, by set name. */
+function collect(model: NftModel): Map<string, Set<string>> {
+  const sets = new Map<string, Set<string>>();
+  const cidrs = model.clusterCIDRs.map((c): NftElement => {
     const range = cidr(c, 'clusterCIDRs');
-    sets[range.family].cidrs.add(range.text);
+    return [`cluster_cidrs${range.family}`, range.text];
+  });
+  for (const [name, element] of [...partElements(model, elementContext(model)), ...cidrs]) {
+    let set = sets.get(name);
+    if (!set) sets.set(name, (set = new Set()));
+    set.add(element);
   }
   return sets;
 }
 
-function set(name: string, type: string, elements: Set<string>, interval = false): string {
+function set(name: string, type: string, elements: Set<string> = new Set(), interval = false): string {
   const lines = [`\tset ${name} {`, `\t\ttype ${type}`];
   if (interval) lines.push('\t\tflags interval');
   // Sorted: the same model renders the same text, so an unchanged model is never re-applied.
@@ -160,19 +176,18 @@ export function renderRuleset(model: NftModel): string {
   const mark: string[] = [];
   const nat: string[] = [];
   for (const family of FAMILIES) {
-    const f = sets[family];
     const ip = family === 4 ? 'ip' : 'ip6';
     const addr = family === 4 ? 'ipv4_addr' : 'ipv6_addr';
     const svc = `${addr} . inet_proto . inet_service`;
     out.push(
-      set(`services${family}`, svc, f.services),
-      set(`masq${family}`, svc, f.masq),
-      set(`clusterips${family}`, svc, f.clusterIPs),
-      set(`firewall${family}`, svc, f.firewall),
-      set(`firewall_allow${family}`, `${svc} . ${addr}`, f.firewallAllow, true),
-      set(`bound${family}`, addr, f.bound),
-      set(`hairpin${family}`, `${addr} . ${addr}`, f.hairpin),
-      set(`cluster_cidrs${family}`, addr, f.cidrs, true),
+      set(`services${family}`, svc, sets.get(`services${family}`)),
+      set(`masq${family}`, svc, sets.get(`masq${family}`)),
+      set(`clusterips${family}`, svc, sets.get(`clusterips${family}`)),
+      set(`firewall${family}`, svc, sets.get(`firewall${family}`)),
+      set(`firewall_allow${family}`, `${svc} . ${addr}`, sets.get(`firewall_allow${family}`), true),
+      set(`bound${family}`, addr, sets.get(`bound${family}`)),
+      set(`hairpin${family}`, `${addr} . ${addr}`, sets.get(`hairpin${family}`)),
+      set(`cluster_cidrs${family}`, addr, sets.get(`cluster_cidrs${family}`), true),
     );
     const dst = `${ip} daddr . meta l4proto . th dport`;
     const firewall = `\t\t${dst} @firewall${family} ${dst} . ${ip} saddr != @firewall_allow${family} drop`;
@@ -183,7 +198,7 @@ export function renderRuleset(model: NftModel): string {
     );
     mark.push(
       `\t\t${dst} @masq${family} ${MARK_MASQ}`,
-      f.cidrs.size
+      sets.has(`cluster_cidrs${family}`)
         ? `\t\t${dst} @clusterips${family} ${ip} saddr != @cluster_cidrs${family} ${MARK_MASQ}`
         : `\t\t${dst} @clusterips${family} ${ip} saddr @bound${family} ${MARK_MASQ}`,
     );
@@ -223,4 +238,22 @@ export function renderRuleset(model: NftModel): string {
 /** The nft script that removes kipvs's table if it exists (idempotent, one transaction). */
 export function renderRemove(): string {
   return `add table ${TABLE}\ndelete table ${TABLE}\n`;
+}
+
+/**
+ * The nft script (one transaction) that deletes and adds the given elements in kipvs's existing table,
+ * one line per set; '' when there is nothing to change. Sorted, as the full render.
+ */
+export function renderElementChanges(changes: { add: readonly NftElement[]; delete: readonly NftElement[] }): string {
+  const lines = (verb: string, elements: readonly NftElement[]) => {
+    const bySet = new Map<string, string[]>();
+    for (const [name, element] of elements) {
+      let list = bySet.get(name);
+      if (!list) bySet.set(name, (list = []));
+      list.push(element);
+    }
+    return [...bySet.keys()].sort().map((name) => `${verb} element ${TABLE} ${name} { ${bySet.get(name)!.sort().join(', ')} }`);
+  };
+  const out = [...lines('delete', changes.delete), ...lines('add', changes.add)];
+  return out.length ? `${out.join('\n')}\n` : '';
 }

@@ -13,7 +13,7 @@ import { desiredForService, sameDesired, type NodeContext, type ObjectError, typ
 import { nodeAddresses, parseCidrs, sameNode, ZONE_LABEL } from './node.js';
 import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
 import { GracefulTermination, type GracefulOptions } from './graceful.js';
-import { modelFromDesired, type NftModel } from '../nft/model.js';
+import { partFromAddress, partFromVirtualServer, type NftGlobals, type NftPart } from '../nft/model.js';
 
 export const DUMMY_LINK = 'kube-ipvs0';
 
@@ -56,8 +56,11 @@ export interface ReconcilerOptions {
 
 /** What the reconciler needs of lib/nft/nftables.ts's Nftables. */
 export interface Firewall {
-  /** Replaces the table atomically; skips an unchanged one unless `force`. Throws with nft's reason. */
-  apply(model: NftModel, opts?: { force?: boolean }): Promise<boolean>;
+  /**
+   * Full: replaces the table atomically with the one every part describes. Otherwise changes only the parts
+   * named (undefined: gone). Throws with nft's reason; after a failure, only a full update is accepted.
+   */
+  update(globals: NftGlobals, parts: ReadonlyMap<string, NftPart | undefined>, opts: { full?: boolean }): Promise<boolean>;
 }
 
 export class Reconciler {
@@ -317,7 +320,7 @@ export class Reconciler {
       for (const e of result.errors) this.log.error(e.message, { op: e.op?.kind, errno: e.code });
       // The table follows desired state: after the IPVS writes (a new VIP is in no set of the old
       // table, so nothing rejects it meanwhile), re-applied whole on full syncs to repair drift.
-      const firewallOk = !this.firewall || (!full && !touched.services.size && !touched.addresses.size) || (await this.syncFirewall(full));
+      const firewallOk = !this.firewall || (!full && !touched.services.size && !touched.addresses.size) || (await this.syncFirewall(full, touched));
       const t5 = performance.now();
       const counts: SyncReport['ops'] = {};
       for (const op of ops) counts[op.kind] = (counts[op.kind] ?? 0) + 1;
@@ -346,16 +349,26 @@ export class Reconciler {
     }
   }
 
-  /** Applies the nftables table for the desired state; a failure is logged and fails the sync (retried). */
-  private async syncFirewall(force: boolean): Promise<boolean> {
+  /**
+   * Applies the nftables table for the desired state: whole on full syncs, else only the touched virtual
+   * servers' and addresses' parts. A failure is logged and fails the sync (retried by a full one).
+   */
+  private async syncFirewall(full: boolean, touched: { services: Set<string>; addresses: Set<string> }): Promise<boolean> {
     try {
-      await this.firewall!.apply(modelFromDesired({
-        virtualServers: this.desired.services.values(),
-        boundAddresses: this.desired.addresses.values(),
+      const parts = new Map<string, NftPart | undefined>();
+      for (const key of full ? this.desired.services.keys() : touched.services) {
+        const vs = this.desired.services.get(key);
+        parts.set(`service ${key}`, vs && partFromVirtualServer(vs));
+      }
+      for (const address of full ? this.desired.addresses.keys() : touched.addresses) {
+        const a = this.desired.addresses.get(address);
+        parts.set(`address ${address}`, a && partFromAddress(a));
+      }
+      await this.firewall!.update({
         nodeAddresses: [...this.node.localAddresses].map((address) => ({ family: address.includes(':') ? 6 : 4, address })),
         clusterCIDRs: this.clusterCIDRs,
         masqueradeAll: this.masqueradeAll,
-      }), { force });
+      }, parts, { full });
       return true;
     } catch (err) {
       this.log.error((err as Error).message, { errno: 'nftables' });

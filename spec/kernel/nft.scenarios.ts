@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cleanup } from '../../lib/cleanup.js';
 import { silentLogger } from '../../lib/log.js';
-import type { NftModel, NftService } from '../../lib/nft/model.js';
+import type { NftModel, NftPart, NftService } from '../../lib/nft/model.js';
 import { Nftables } from '../../lib/nft/nftables.js';
 import { dst, svc } from '../support/kernel-values.js';
 import type { Ctx, Netns, Scenario } from './harness.js';
@@ -105,16 +105,9 @@ function wire(ctx: Ctx, ns: Netns, nodeIf: string, v4: [string, string[]], v6?: 
   ].join(' && '));
 }
 
-async function topology(ctx: Ctx): Promise<Topology> {
-  const client = ctx.extraNetns('cl');
-  const backend = ctx.extraNetns('be');
-  const pod = ctx.extraNetns('pod');
-  wire(ctx, client, 'veth-cl', ['192.168.10.1', ['192.168.10.2', '192.168.10.3']], ['fd00:10::1', 'fd00:10::2']);
-  wire(ctx, backend, 'veth-be', ['10.244.1.1', [BACKEND]], ['fd00:244::1', BACKEND6]);
-  wire(ctx, pod, 'veth-pod', ['10.244.2.1', ['10.244.2.7']]);
-  ctx.sh('sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1');
-  await ctx.kernel.ensureDummyLink(IFNAME);
-  const ops = MODEL.services.flatMap((s) => {
+/** Each service as an IPVS virtual server with the backend as real server, its address on kube-ipvs0. */
+async function programIpvs(ctx: Ctx, services: readonly NftService[]): Promise<void> {
+  const ops = services.flatMap((s) => {
     const vs = svc({ family: s.family, address: s.address, port: s.port });
     return [
       { kind: 'addAddress' as const, ifname: IFNAME, address: { family: s.family, address: s.address, prefixLength: s.family === 4 ? 32 : 128 } },
@@ -124,6 +117,18 @@ async function topology(ctx: Ctx): Promise<Topology> {
   });
   const result = await ctx.kernel.apply(ops);
   if (result.errors.length) throw new Error(`programming IPVS: ${result.errors.map((e) => e.message).join('; ')}`);
+}
+
+async function topology(ctx: Ctx): Promise<Topology> {
+  const client = ctx.extraNetns('cl');
+  const backend = ctx.extraNetns('be');
+  const pod = ctx.extraNetns('pod');
+  wire(ctx, client, 'veth-cl', ['192.168.10.1', ['192.168.10.2', '192.168.10.3']], ['fd00:10::1', 'fd00:10::2']);
+  wire(ctx, backend, 'veth-be', ['10.244.1.1', [BACKEND]], ['fd00:244::1', BACKEND6]);
+  wire(ctx, pod, 'veth-pod', ['10.244.2.1', ['10.244.2.7']]);
+  ctx.sh('sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1');
+  await ctx.kernel.ensureDummyLink(IFNAME);
+  await programIpvs(ctx, MODEL.services);
   // After ip_vs is loaded (the ops above): IPVS NAT needs conntrack for nft's masquerade to see its packets.
   ctx.sh('sysctl -qw net.ipv4.vs.conntrack=1');
   const server = await peerServer(backend, 8080);
@@ -242,4 +247,54 @@ const ownership: Scenario = {
   },
 };
 
-export const scenarios: Scenario[] = [masquerade, hostPort, sourceRanges, ownership];
+/** MODEL in parts, as the reconciler gives them: one per service (with the backend as its endpoint), one per bound address. */
+const servicePart = (s: NftService, endpoints: string[]): NftPart =>
+  ({ services: [s], boundAddresses: [], endpointAddresses: endpoints.map((address) => ({ family: s.family, address })) });
+const addressPart = (address: string): NftPart => ({ services: [], boundAddresses: [{ family: address.includes(':') ? 6 : 4, address }], endpointAddresses: [] });
+const MODEL_PARTS = new Map<string, NftPart>([
+  ...MODEL.services.map((s): [string, NftPart] => [`service ${s.address}`, servicePart(s, [s.family === 4 ? BACKEND : BACKEND6])]),
+  ...MODEL.boundAddresses.map((a): [string, NftPart] => [`address ${a.address}`, addressPart(a.address)]),
+]);
+const GLOBALS = { nodeAddresses: MODEL.nodeAddresses, clusterCIDRs: MODEL.clusterCIDRs, masqueradeAll: MODEL.masqueradeAll };
+/** Added incrementally: a LoadBalancer (masqueraded, source range 192.168.10.2/32) with a second, unreal endpoint to remove. */
+const ADDED_LB = service(4, '10.96.0.32', 'LoadBalancer', { sourceRanges: ['192.168.10.2/32'] });
+
+/** The table as the kernel lists it (nft -j), order-free: each set's elements sorted, rules without handles. */
+function listedTable(ctx: Ctx): unknown {
+  const { nftables } = JSON.parse(ctx.sh('nft -j list table inet kipvs')) as { nftables: Array<Record<string, Record<string, unknown>>> };
+  return nftables.flatMap((o): unknown[] => {
+    if (o.set) return [{ set: o.set.name, elements: ((o.set.elem ?? []) as unknown[]).map((e) => JSON.stringify(e)).sort() }];
+    if (o.rule) return [{ chain: o.rule.chain, expr: o.rule.expr }];
+    return [];
+  });
+}
+
+const incremental: Scenario = {
+  name: 'nft: incremental updates (Service added, endpoint removed, endpoint added) leave the table a full apply would load',
+  run: (ctx) => withTopology(ctx, async (t) => {
+    await programIpvs(ctx, [ADDED_LB]);
+    const lbUrl = url(ADDED_LB.address);
+    const read = () => ({ inside: get(t.client, lbUrl, '192.168.10.2'), outside: get(t.client, lbUrl, '192.168.10.3') });
+    const full = await t.nft.update(GLOBALS, MODEL_PARTS, { full: true });
+    const beforeAdd = read();
+    const steps = [
+      await t.nft.update(GLOBALS, new Map([[`service ${ADDED_LB.address}`, servicePart(ADDED_LB, [BACKEND, '10.244.1.9'])], [`address ${ADDED_LB.address}`, addressPart(ADDED_LB.address)]])),
+      await t.nft.update(GLOBALS, new Map([[`service ${ADDED_LB.address}`, servicePart(ADDED_LB, [BACKEND])]])),
+      await t.nft.update(GLOBALS, new Map([[`service ${ADDED_LB.address}`, servicePart(ADDED_LB, [BACKEND, '10.244.1.8'])]])),
+      // Unchanged: nothing to run.
+      await t.nft.update(GLOBALS, new Map([[`service ${ADDED_LB.address}`, servicePart(ADDED_LB, [BACKEND, '10.244.1.8'])]])),
+    ];
+    const afterSteps = read();
+    const hairpin = ctx.sh('nft list set inet kipvs hairpin4');
+    const incrementalTable = listedTable(ctx);
+    // The same final parts, loaded whole.
+    const finalParts = new Map(MODEL_PARTS)
+      .set(`service ${ADDED_LB.address}`, servicePart(ADDED_LB, [BACKEND, '10.244.1.8']))
+      .set(`address ${ADDED_LB.address}`, addressPart(ADDED_LB.address));
+    await t.nft.update(GLOBALS, finalParts, { full: true });
+    const fullTable = listedTable(ctx);
+    return { full, beforeAdd, steps, afterSteps, hairpin, incrementalTable, fullTable };
+  }),
+};
+
+export const scenarios: Scenario[] = [masquerade, hostPort, sourceRanges, ownership, incremental];

@@ -106,3 +106,27 @@ describe('ownership', () => {
     expect(o().missingError).toMatch(/kipvs-no-such-nft not found .*install the nftables package.*inet kipvs/);
   });
 });
+
+describe('incremental updates', () => {
+  const i = () => scenario('nft: incremental updates (Service added, endpoint removed, endpoint added) leave the table a full apply would load');
+
+  test('a LoadBalancer added by element updates is masqueraded and firewalled at once (it was neither before)', () => {
+    expect(i().full).toBe(true);
+    expect(i().beforeAdd).toEqual({ inside: CLIENT, outside: 'seen 192.168.10.3' });
+    expect(i().afterSteps).toEqual({ inside: NODE_ON_BACKEND, outside: 'failed 28' });
+  });
+
+  test('each change ran nft; an unchanged part ran nothing', () => {
+    expect(i().steps).toEqual([true, true, true, false]);
+  });
+
+  test('the removed endpoint left the hairpin set, the added one joined it', () => {
+    expect(i().hairpin).toContain('10.244.1.8 . 10.244.1.8');
+    expect(i().hairpin).not.toContain('10.244.1.9');
+  });
+
+  test('the table after the element updates equals the one a full apply of the final parts loads (sets and rules)', () => {
+    expect(i().incrementalTable).toEqual(i().fullTable);
+    expect(JSON.stringify(i().incrementalTable)).toContain('10.96.0.32');
+  });
+});

@@ -3,7 +3,7 @@
 import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EMPTY_MODEL, type NftModel } from '../../lib/nft/model.js';
+import { EMPTY_MODEL, modelFromParts, type NftModel, type NftPart } from '../../lib/nft/model.js';
 import { findNft, Nftables } from '../../lib/nft/nftables.js';
 import { renderRemove, renderRuleset } from '../../lib/nft/render.js';
 import { captureLogger } from '../support/logger.js';
@@ -71,6 +71,32 @@ test('remove runs the idempotent delete and forgets the last apply', async () =>
   expect(await n.apply(MODEL)).toBe(true);
   expect(runs().map((r) => r.stdin)).toEqual([renderRuleset(MODEL), renderRemove(), renderRuleset(MODEL)]);
   expect(log.lines.map((l) => l.msg)).toContain('nftables: removed inet kipvs');
+});
+
+test('update: full replaces the table; a partial one runs one element transaction, none when nothing changed; after a failure only a full update is accepted', async () => {
+  const n = new Nftables({ nft, logger: captureLogger() });
+  const globals = { nodeAddresses: [], clusterCIDRs: [], masqueradeAll: false };
+  const web: NftPart = { services: MODEL.services, boundAddresses: [], endpointAddresses: [{ family: 4, address: '10.244.1.5' }] };
+  const vip: NftPart = { services: [], boundAddresses: MODEL.boundAddresses, endpointAddresses: [] };
+  const all = new Map([['web', web], ['vip', vip]]);
+  await expect(n.update(globals, new Map([['web', web]]))).rejects.toThrow('nftables: inet kipvs needs a full update first (none yet, or the last one failed)');
+  expect(await n.update(globals, all, { full: true })).toBe(true);
+  const more = { ...web, endpointAddresses: [...web.endpointAddresses, { family: 4 as const, address: '10.244.1.6' }] };
+  expect(await n.update(globals, new Map([['web', more]]))).toBe(true);
+  expect(await n.update(globals, new Map([['web', more]]))).toBe(false);
+  await expect(n.update({ ...globals, masqueradeAll: true }, new Map([['web', more]]))).rejects.toThrow('needs a full update first (node addresses, cluster CIDRs or masquerade-all changed)');
+  expect(runs().map((r) => r.stdin)).toEqual([
+    renderRuleset(modelFromParts(globals, all.values())),
+    'add element inet kipvs hairpin4 { 10.244.1.6 . 10.244.1.6 }\n',
+  ]);
+  writeFileSync(join(dir, 'fail'), '');
+  await expect(n.update(globals, new Map([['web', web]]))).rejects.toThrow('nftables: update inet kipvs failed (exit 3)');
+  rmSync(join(dir, 'fail'));
+  await expect(n.update(globals, new Map([['web', web]]))).rejects.toThrow('needs a full update first');
+  expect(runs()).toHaveLength(3);
+  expect(await n.update(globals, all, { full: true })).toBe(true);
+  expect(await n.update(globals, new Map([['vip', undefined]]))).toBe(true);
+  expect(runs().at(-1)!.stdin).toBe('delete element inet kipvs bound4 { 10.96.0.10 }\n');
 });
 
 test('a bad model throws before any process runs', async () => {

@@ -5,6 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { EMPTY_MODEL, type NftModel, type NftService } from '../../lib/nft/model.js';
 import { NftModelError, renderRemove, renderRuleset } from '../../lib/nft/render.js';
+import { elements } from '../support/nft-script.js';
 
 const GOLDEN = 'spec/fixtures/nft/small.nft';
 
@@ -27,13 +28,6 @@ const SMALL: NftModel = {
   clusterCIDRs: ['10.244.0.0/16'],
   masqueradeAll: false,
 };
-
-/** The elements of one set, as rendered. */
-function elements(script: string, set: string): string[] {
-  const m = new RegExp(`\\tset ${set} \\{\\n(?:.*\\n)*?(?:\\t\\telements = \\{\\n((?:\\t\\t\\t.*\\n)*)\\t\\t\\}\\n)?\\t\\}`).exec(script);
-  if (!m) throw new Error(`no set ${set} in\n${script}`);
-  return (m[1] ?? '').split('\n').map((l) => l.trim().replace(/,$/, '')).filter(Boolean);
-}
 
 /** Rule lines: inside chains, neither the base chain's type line nor a comment. */
 function rules(script: string): string[] {

@@ -4,7 +4,7 @@ import { FakeKernel } from '../../lib/kernel/fake.js';
 import { FaultyKernel } from '../../lib/kernel/faulty.js';
 import { serviceKey, destinationKey, SVC_F_KIPVS } from '../../lib/kernel/ids.js';
 import type { Kernel, VirtualServer } from '../../lib/kernel/types.js';
-import type { NftModel } from '../../lib/nft/model.js';
+import { modelFromParts, type NftGlobals, type NftPart } from '../../lib/nft/model.js';
 import { Reconciler } from '../../lib/proxy/reconciler.js';
 import { captureLogger } from '../support/logger.js';
 import { configMap, MemorySource, service, slice } from '../support/memory-source.js';
@@ -275,13 +275,19 @@ test("a Node update recomputes Services only when the zone changes; topology hin
   expect(dump(k).filter((l) => l.includes('->'))).toEqual(['TCP/10.96.0.10:80 -> 10.244.2.6:8080 w1']);
 });
 
-test('the nftables table follows desired state: whole on full syncs, after changes on partial ones; a failure fails the sync and is retried', async () => {
-  const applied: Array<{ force: boolean; services: string[]; bound: string[] }> = [];
+test('the nftables table follows desired state: whole on full syncs, only the touched parts on partial ones; a failure fails the sync and is retried whole', async () => {
+  const applied: Array<{ full: boolean; services: string[]; bound: string[]; gone: string[] }> = [];
   let fail = false;
   const firewall = {
-    async apply(model: NftModel, opts: { force?: boolean } = {}) {
-      if (fail) throw new Error('nftables: apply inet kipvs failed (exit 1): Error: Could not process rule');
-      applied.push({ force: !!opts.force, services: model.services.map((s) => `${s.kind} ${s.address}:${s.port}${s.local ? ' local' : ''}`), bound: model.boundAddresses.map((a) => a.address) });
+    async update(globals: NftGlobals, parts: ReadonlyMap<string, NftPart | undefined>, opts: { full?: boolean } = {}) {
+      if (fail) throw new Error('nftables: update inet kipvs failed (exit 1): Error: Could not process rule');
+      const model = modelFromParts(globals, [...parts.values()].filter((p) => p !== undefined));
+      applied.push({
+        full: !!opts.full,
+        services: model.services.map((s) => `${s.kind} ${s.address}:${s.port}${s.local ? ' local' : ''}`),
+        bound: model.boundAddresses.map((a) => a.address),
+        gone: [...parts].filter(([, p]) => !p).map(([k]) => k),
+      });
       return true;
     },
   };
@@ -292,19 +298,23 @@ test('the nftables table follows desired state: whole on full syncs, after chang
   void source.start((c) => rec.noteChanges(c));
   source.put(nodePortService('web', '10.96.0.10', 30080, { externalTrafficPolicy: 'Local' }), slice('web', 'a', ['10.244.1.5'], backend));
   expect(await rec.sync()).toBe('ok');
-  expect(applied).toEqual([{ force: true, services: ['ClusterIP 10.96.0.10:80', 'NodePort 192.168.1.10:30080 local'], bound: ['10.96.0.10'] }]);
+  expect(applied).toEqual([{ full: true, services: ['ClusterIP 10.96.0.10:80', 'NodePort 192.168.1.10:30080 local'], bound: ['10.96.0.10'], gone: [] }]);
   expect(await rec.sync()).toBe('ok'); // nothing changed: not even rendered
   expect(applied).toHaveLength(1);
-  source.put(slice('web', 'a', ['10.244.1.5', '10.244.2.6'], backend));
+  source.put(service('api', '10.96.0.20', http));
   expect(await rec.sync()).toBe('ok');
-  expect(applied.map((a) => a.force)).toEqual([true, false]);
+  // Only the new Service's parts: its virtual server and its address.
+  expect(applied.at(-1)).toEqual({ full: false, services: ['ClusterIP 10.96.0.20:80'], bound: ['10.96.0.20'], gone: [] });
+  source.delete(service('api', '10.96.0.20', http));
+  expect(await rec.sync()).toBe('ok');
+  expect(applied.at(-1)).toEqual({ full: false, services: [], bound: [], gone: ['service TCP/10.96.0.20:80', 'address 10.96.0.20'] });
   fail = true;
   source.put(service('api', '10.96.0.20', http));
   expect(await rec.sync()).toBe('failed');
-  expect(logger.errors().join('\n')).toMatch(/nftables: apply inet kipvs failed/);
+  expect(logger.errors().join('\n')).toMatch(/nftables: update inet kipvs failed/);
   expect(rec.lastReport?.errors).toEqual({ nftables: 1 });
   fail = false;
   expect(await rec.sync()).toBe('ok');
   expect(rec.lastReport?.full).toBe(true);
-  expect(applied.at(-1)).toEqual({ force: true, services: ['ClusterIP 10.96.0.10:80', 'NodePort 192.168.1.10:30080 local', 'ClusterIP 10.96.0.20:80'], bound: ['10.96.0.10', '10.96.0.20'] });
+  expect(applied.at(-1)).toEqual({ full: true, services: ['ClusterIP 10.96.0.10:80', 'NodePort 192.168.1.10:30080 local', 'ClusterIP 10.96.0.20:80'], bound: ['10.96.0.10', '10.96.0.20'], gone: [] });
 });
