@@ -14,6 +14,7 @@ import { createLogger } from './log.js';
 import { parseSeconds, schedulerOverrides, SCHEDULERS, splitList, type ProxyConfig } from './proxy/config.js';
 import { parseCidrs } from './proxy/node.js';
 import { Nftables } from './nft/nftables.js';
+import { Sysctls, wantedSysctls } from './sysctl.js';
 
 const AGENT_FLAGS = {
   source: { type: 'string', default: 'kube', help: 'where Services/EndpointSlices come from: "kube" (API server) or "dir:PATH" (YAML files)' },
@@ -35,6 +36,7 @@ const AGENT_FLAGS = {
   'graceful-termination-max-wait': { type: 'string', default: '60s', help: 'longest a removed endpoint\'s real server drains at weight 0 before its delete (0 = delete at once)' },
   'healthz-bind-address': { type: 'string', default: '0.0.0.0:10256', help: 'HOST:PORT for /healthz and /livez ("" to disable)' },
   'metrics-bind-address': { type: 'string', default: '127.0.0.1:10249', help: 'HOST:PORT for /metrics ("" to disable)' },
+  'init-only': { type: 'boolean', help: "set the kernel settings (sysctls) that need a writable /proc/sys, then exit: run once privileged (an init container), then run the agent with NET_ADMIN only (kube-proxy's --init-only)" },
   cleanup: { type: 'boolean', help: 'remove what kipvs created (its virtual servers, their addresses, kube-ipvs0, the nftables table inet kipvs) and exit' },
   v: { type: 'string', default: '0', help: 'log verbosity (0-1 info, 2+ debug)' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
@@ -117,6 +119,7 @@ export function agentOptions(argv: string[]) {
   return {
     help: v.help === true,
     cleanup: v.cleanup === true,
+    initOnly: v['init-only'] === true,
     verbosity,
     source,
     kubeconfig: str('kubeconfig'),
@@ -136,7 +139,7 @@ export function agentOptions(argv: string[]) {
   };
 }
 
-/** Runs the agent (resolves -1: keep running) or its --help/--cleanup (resolves an exit code). */
+/** Runs the agent (resolves -1: keep running) or its --help/--cleanup/--init-only (resolves an exit code). */
 async function agent(argv: string[]): Promise<number> {
   const o = agentOptions(argv);
   if (o.help) {
@@ -149,6 +152,19 @@ async function agent(argv: string[]): Promise<number> {
     try {
       const r = await cleanup(kernel, DUMMY_LINK, logger, new Nftables({ netns: o.netns, logger }));
       return r.errors.length || r.nftTable === false ? 1 : 0;
+    } finally {
+      await kernel.close();
+    }
+  }
+  if (o.initOnly) {
+    // Opening the kernel resolves the IPVS family, which loads ip_vs: that is what makes net.ipv4.vs.* exist.
+    const kernel = await NetlinkKernel.open(o.netns);
+    try {
+      await kernel.ipvsInfo();
+      const ipv6 = o.clusterCIDRs.some((c) => c.includes(':'));
+      const r = new Sysctls({ logger, netns: o.netns }).apply(wantedSysctls({ strictArp: o.strictArp, ipv6 }));
+      logger.info('kernel settings done', { changed: r.changed.length, failed: r.failed.map((f) => f.name) });
+      return r.failed.length ? 1 : 0;
     } finally {
       await kernel.close();
     }

@@ -4,7 +4,7 @@
 // bounded, and a wait that runs out returns the last state instead of throwing, so the host test
 // (nodecfg.test.ts) shows the difference.
 
-import { execFile, execSync, spawn } from 'node:child_process';
+import { execFile, execSync, spawn, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -147,4 +147,21 @@ const healthCheckServers: Scenario = {
   },
 };
 
-export const scenarios: Scenario[] = [agentSysctls, healthCheckServers];
+/** `kipvs agent --init-only`, as the DaemonSet's privileged init container runs it: sets, exits, no agent. */
+const initOnly: Scenario = {
+  name: 'nodecfg: agent --init-only sets the kernel settings in its namespace and exits 0',
+  async run(ctx) {
+    ctx.sh(ALL.map((n) => `sysctl -qw ${n}=0`).join(' && '));
+    const t0 = performance.now();
+    const r = spawnSync(process.execPath, [CLI, 'agent', '--init-only', `--netns=${ctx.path}`, '--ipvs-strict-arp', '--cluster-cidr=10.244.0.0/16,fd00:244::/64'],
+      { encoding: 'utf8', timeout: WAIT_MS });
+    return {
+      status: r.status,
+      ms: Math.round(performance.now() - t0),
+      values: Object.fromEntries(ALL.map((n) => [n, ctx.sh(`sysctl -n ${n}`).trim()])),
+      logged: r.stderr.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { message: string }).message),
+    };
+  },
+};
+
+export const scenarios: Scenario[] = [agentSysctls, healthCheckServers, initOnly];

@@ -68,3 +68,17 @@ describe('healthCheckNodePort servers in the namespace', () => {
     expect(v.ports).toEqual([30101, 30103]);
   });
 });
+
+describe('kipvs agent --init-only (the DaemonSet init container)', () => {
+  const INIT = 'nodecfg: agent --init-only sets the kernel settings in its namespace and exits 0';
+  test('every setting is set (IPv6 forwarding too, for an IPv6 --cluster-cidr), each change logged, exit 0', () => {
+    const v = scenario(INIT);
+    expect(v.status).toBe(0);
+    expect(v.values).toEqual({
+      'net.ipv4.vs.conntrack': '1', 'net.ipv4.vs.expire_nodest_conn': '1', 'net.ipv4.vs.expire_quiescent_template': '1',
+      'net.ipv4.ip_forward': '1', 'net.ipv6.conf.all.forwarding': '1', 'net.ipv4.conf.all.arp_ignore': '1', 'net.ipv4.conf.all.arp_announce': '2',
+    });
+    expect(v.logged.filter((m: string) => m.startsWith('sysctl '))).toHaveLength(7);
+    expect(v.logged.at(-1)).toBe('kernel settings done');
+  });
+});

@@ -43,4 +43,6 @@ test('without kube-ipvs0 and without marked virtual servers there is nothing to 
 test('the agent takes --cleanup', () => {
   expect(agentOptions(['--cleanup']).cleanup).toBe(true);
   expect(agentOptions([]).cleanup).toBe(false);
+  expect(agentOptions(['--init-only']).initOnly).toBe(true);
+  expect(agentOptions([]).initOnly).toBe(false);
 });

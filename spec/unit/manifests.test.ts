@@ -365,7 +365,14 @@ function daemonSetProblems(ds: V1DaemonSet, objects: KubeObject[]): string[] {
   check(named(objects, 'ServiceAccount', pod.serviceAccountName ?? '').some((sa) => sa.metadata?.namespace === ds.metadata?.namespace),
     `serviceAccountName ${pod.serviceAccountName} is not a ServiceAccount of the manifests in ${ds.metadata?.namespace}`);
   check(pod.automountServiceAccountToken !== false, 'the agent needs its ServiceAccount token');
-  for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
+  // Privilege only where a writable /proc/sys needs it: one init container that runs `agent --init-only`
+  // (the kernel settings) and exits. Every long-running container holds NET_ADMIN alone.
+  for (const c of pod.initContainers ?? []) {
+    const w = `init container ${c.name}`;
+    check(c.args?.[0] === 'agent' && c.args.includes('--init-only'), `${w}: must run agent --init-only`);
+    check(c.securityContext?.privileged === true && c.securityContext.readOnlyRootFilesystem === true, `${w}: privileged (for /proc/sys) with a read-only root`);
+  }
+  for (const c of pod.containers) {
     const sc = c.securityContext ?? {};
     const w = `container ${c.name}`;
     check(sc.privileged === false, `${w}: privileged must be false`);
