@@ -11,8 +11,8 @@ import { DUMMY_LINK } from './proxy/reconciler.js';
 import { KernelSupportError } from './errors.js';
 import { parseBindAddress } from './http.js';
 import { createLogger } from './log.js';
-import { parseSeconds, schedulerOverrides, SCHEDULERS, splitList, type ProxyConfig } from './proxy/config.js';
-import { parseCidrs } from './proxy/node.js';
+import { parseSeconds, schedulerOverrides, SCHEDULERS, type ProxyConfig } from './proxy/config.js';
+import { cidrFlag } from './proxy/node.js';
 import { Nftables } from './nft/nftables.js';
 import { Sysctls, wantedSysctls } from './sysctl.js';
 
@@ -106,13 +106,11 @@ export function agentOptions(argv: string[]) {
     return text;
   };
   const cidrs = (flag: string) => {
-    const list = splitList(str(flag) ?? '');
     try {
-      parseCidrs(list);
+      return cidrFlag(flag, str(flag));
     } catch (err) {
-      throw new UsageError(`--${flag}: ${(err as Error).message}`);
+      throw new UsageError((err as Error).message);
     }
-    return list;
   };
   const source = str('source')!;
   if (source !== 'kube' && !/^dir:.+/.test(source)) throw new UsageError(`--source: must be "kube" or "dir:PATH", not "${source}"`);

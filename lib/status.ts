@@ -64,12 +64,12 @@ import type {
 } from './kernel/types.js';
 import type { Logger } from './log.js';
 import {
-  applyConfigMap, DEFAULT_CONFIG, parseSeconds, SCHEDULER_FLAGS, schedulerOverrides, splitList,
+  applyConfigMap, DEFAULT_CONFIG, parseSeconds, SCHEDULER_FLAGS, schedulerOverrides,
   type ProxyConfig,
 } from './proxy/config.js';
-import { desiredForService, NO_NODE, objectKey, type DesiredVirtualServer, type NodeContext, type ObjectError, type ServiceKind } from './proxy/desired.js';
+import { desiredForService, objectKey, type DesiredVirtualServer, type NodeContext, type ObjectError, type ServiceKind } from './proxy/desired.js';
 import { diff, observedFromKernel, type DesiredState } from './proxy/diff.js';
-import { nodeAddresses, parseCidrs, ZONE_LABEL } from './proxy/node.js';
+import { cidrFlag, nodeAddresses, parseCidrs, ZONE_LABEL } from './proxy/node.js';
 import { DUMMY_LINK } from './proxy/reconciler.js';
 import { DirSource } from './sources/dir.js';
 import { KubeSource } from './sources/kube.js';
@@ -309,7 +309,7 @@ export function statusRows(input: StatusInput): StatusReport {
   for (const svc of input.services.values()) {
     const key = objectKey(svc);
     const slices = slicesByService.get(key) ?? [];
-    const result = desiredForService(svc, slices, input.config, input.node ?? NO_NODE);
+    const result = desiredForService(svc, slices, input.config, input.node);
     errors.push(...result.errors.map((e) => ({ ...e, service: key })));
     if (!result.valid) {
       wanted.push({ key, svc, slices, row: emptyRow(...splitKey(key), 'invalid', result.errors.map((e) => e.reason)) });
@@ -584,11 +584,11 @@ export function statusOptions(argv: string[]): StatusOptions {
   if (str('namespace') === '') throw new StatusUsageError('--namespace: empty');
   const source = str('source')!;
   if (source !== 'kube' && !/^dir:.+/.test(source)) throw new StatusUsageError(`--source: must be "kube" or "dir:PATH", not "${source}"`);
-  const nodePortAddresses = splitList(str('nodeport-addresses') ?? '');
+  let nodePortAddresses: string[];
   try {
-    parseCidrs(nodePortAddresses);
+    nodePortAddresses = cidrFlag('nodeport-addresses', str('nodeport-addresses'));
   } catch (err) {
-    throw new StatusUsageError(`--nodeport-addresses: ${(err as Error).message}`);
+    throw new StatusUsageError((err as Error).message);
   }
   const [cmNamespace, cmName] = str('config-map')!.includes('/') ? str('config-map')!.split('/') : ['default', str('config-map')!];
   if (!cmNamespace || !cmName) throw new StatusUsageError(`--config-map: "${str('config-map')}" is not namespace/name`);

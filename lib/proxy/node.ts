@@ -5,6 +5,7 @@
 
 import ipaddr from 'ipaddr.js';
 import type { LocalAddress } from '../kernel/types.js';
+import { splitList } from './config.js';
 import type { NodeContext } from './desired.js';
 
 /** Parses --nodeport-addresses CIDRs; throws naming the bad one. */
@@ -16,6 +17,17 @@ export function parseCidrs(texts: readonly string[]): Array<[ipaddr.IPv4 | ipadd
       throw new Error(`"${t}" is not a CIDR (e.g. 10.0.0.0/8 or fd00::/64)`);
     }
   });
+}
+
+/** A --FLAG of comma-separated CIDRs (agent and status take the same ones): the list; throws naming the flag. */
+export function cidrFlag(flag: string, text: string | undefined): string[] {
+  const list = splitList(text ?? '');
+  try {
+    parseCidrs(list);
+  } catch (err) {
+    throw new Error(`--${flag}: ${(err as Error).message}`);
+  }
+  return list;
 }
 
 /**
