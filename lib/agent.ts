@@ -142,7 +142,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       sysctls.apply(wantedSysctls({ strictArp: o.strictArp, ipv6 }));
     }
     // The healthCheckNodePort servers follow this node's local endpoints (never rejects).
-    void healthChecks.update(healthCheckWant(reconciler.serviceResults()));
+    void healthChecks.update(healthCheckWant(reconciler.healthCheckResults()));
     metrics.noteSync(reconciler.lastReport, result);
     firstSync();
     return result;

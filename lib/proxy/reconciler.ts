@@ -82,6 +82,8 @@ export class Reconciler {
 
   /** Per Service (namespace/name): its last valid result. */
   private readonly results = new Map<string, ServiceResult>();
+  /** The Services among them with a healthCheckNodePort (few): what the health-check servers follow each sync. */
+  private readonly healthChecked = new Map<string, ServiceResult>();
   /** EndpointSlice key → the Service it belongs to, to find slices by Service. */
   private readonly sliceOwner = new Map<string, string>();
   private readonly slicesByService = new Map<string, Set<string>>();
@@ -251,9 +253,12 @@ export class Reconciler {
     }
     if (!result) {
       this.results.delete(key);
+      this.healthChecked.delete(key);
       return;
     }
     this.results.set(key, result);
+    if (result.healthCheck) this.healthChecked.set(key, result);
+    else this.healthChecked.delete(key);
     for (const vs of result.virtualServers) {
       touched.services.add(vs.key);
       let contenders = this.wanted.get(vs.key);
@@ -398,9 +403,12 @@ export class Reconciler {
     }
   }
 
-  /** Each valid Service's last result, by namespace/name (read-only: health checks, status, tests). */
-  serviceResults(): ReadonlyMap<string, ServiceResult> {
-    return this.results;
+  /**
+   * The last results of the Services that have a healthCheckNodePort, by namespace/name (read-only).
+   * Kept as results change, so following them costs nothing per sync for the thousands of others.
+   */
+  healthCheckResults(): ReadonlyMap<string, ServiceResult> {
+    return this.healthChecked;
   }
 
   /** The desired state as it stands (read-only view for status and tests). */

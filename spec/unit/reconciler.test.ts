@@ -318,3 +318,19 @@ test('the nftables table follows desired state: whole on full syncs, only the to
   expect(rec.lastReport?.full).toBe(true);
   expect(applied.at(-1)).toEqual({ full: true, services: ['ClusterIP 10.96.0.10:80', 'NodePort 192.168.1.10:30080 local', 'ClusterIP 10.96.0.20:80'], bound: ['10.96.0.10', '10.96.0.20'], gone: [] });
 });
+
+test('the Services with a healthCheckNodePort are kept as results change, the others never listed', async () => {
+  const { source, rec } = setup(await nodeKernel('192.168.1.10'));
+  const lb = (hc: number) => service('shop', '10.96.0.20', [{ name: 'http', port: 80, nodePort: 30080 } as { name: string; port: number }],
+    { spec: { type: 'LoadBalancer', externalTrafficPolicy: 'Local', healthCheckNodePort: hc } as never });
+  source.put(lb(32000), service('web', '10.96.0.10', http));
+  await rec.sync();
+  const checks = () => [...rec.healthCheckResults()].map(([k, r]) => `${k} :${r.healthCheck?.port} ${r.healthCheck?.localEndpoints}`);
+  expect(checks()).toEqual(['default/shop :32000 0']);
+  source.put(lb(32001));
+  await rec.sync();
+  expect(checks()).toEqual(['default/shop :32001 0']);
+  source.delete(lb(32001));
+  await rec.sync();
+  expect(checks()).toEqual([]);
+});
