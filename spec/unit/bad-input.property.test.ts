@@ -45,10 +45,15 @@ type World = Awaited<ReturnType<typeof world>>;
 
 const errorLines = (w: World) => w.logger.lines.filter((l) => l.level === 'error');
 
-/** The label each error line names (it must start with one of `labels`, then a reason). */
+/**
+ * The label each error line names (it must start with one of `labels`, then a reason). The longest
+ * label that fits wins: names may hold ': ' ('Service junk/: ' starts like 'Service junk/' + ': ').
+ */
 function namedErrors(w: World, labels: readonly string[]): string[] {
   return errorLines(w).map(({ msg, meta }) => {
-    const label = labels.find((l) => msg.startsWith(`${l}: `) && msg.slice(l.length + 2).trim() !== '');
+    const label = labels
+      .filter((l) => msg.startsWith(`${l}: `) && msg.slice(l.length + 2).trim() !== '')
+      .reduce<string | undefined>((best, l) => (best === undefined || l.length > best.length ? l : best), undefined);
     if (!label) throw new Error(`an error names no object it was given, or no reason: ${msg}`);
     if (meta?.object !== undefined && meta.object !== label) throw new Error(`error "${msg}" carries object ${String(meta.object)}`);
     return label;
