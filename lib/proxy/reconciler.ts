@@ -46,7 +46,7 @@ export interface ReconcilerOptions {
   onObjectErrors?: (service: string, errors: readonly ObjectError[]) => void;
   /** Graceful termination of removed real servers (maximum wait, clock, the periodic check's wake-up). */
   graceful?: GracefulOptions;
-  /** kipvs's nftables table (masquerade and filtering, lib/nft/): applied after the IPVS writes of each sync that changed something. */
+  /** kipvs's nftables table (masquerade and filtering, lib/nft/): applied before the IPVS writes of each sync that changes something. */
   firewall?: Firewall;
   /** --cluster-cidr: pod CIDRs; ClusterIP traffic from outside them is masqueraded. */
   clusterCIDRs?: readonly string[];
@@ -319,14 +319,16 @@ export class Reconciler {
       const t2 = performance.now();
       const ops = await this.graceful.plan(diff(this.desired, observed, this.ifname, full ? undefined : touched), observed, table);
       const t3 = performance.now();
+      // The table follows desired state, before the IPVS writes: a new virtual server must never take a
+      // connection before its masquerade and filter elements exist (a NodePort answered unmasqueraded
+      // breaks the reply path). A failure still lets the IPVS writes go ahead and fails the sync.
+      // Re-applied whole on full syncs to repair drift.
+      const firewallOk = !this.firewall || (!full && !touched.services.size && !touched.addresses.size) || (await this.syncFirewall(full, touched));
+      const t4 = performance.now();
       const result = ops.length ? await this.kernel.apply(ops) : { applied: 0, errors: [] };
       applyToObserved(observed, ops, new Set(result.errors.map((e) => e.index!)));
-      const t4 = performance.now();
-      for (const e of result.errors) this.log.error(e.message, { op: e.op?.kind, errno: e.code });
-      // The table follows desired state: after the IPVS writes (a new VIP is in no set of the old
-      // table, so nothing rejects it meanwhile), re-applied whole on full syncs to repair drift.
-      const firewallOk = !this.firewall || (!full && !touched.services.size && !touched.addresses.size) || (await this.syncFirewall(full, touched));
       const t5 = performance.now();
+      for (const e of result.errors) this.log.error(e.message, { op: e.op?.kind, errno: e.code });
       const counts: SyncReport['ops'] = {};
       for (const op of ops) counts[op.kind] = (counts[op.kind] ?? 0) + 1;
       const errnos: Record<string, number> = {};
@@ -335,7 +337,7 @@ export class Reconciler {
       if (timeoutsError) errnos[timeoutsError] = (errnos[timeoutsError] ?? 0) + 1;
       this.lastReport = {
         full, ops: counts, written: ops.length, failed: result.errors.length, errors: errnos, ms: t5 - t0,
-        phases: { desired: t1 - t0, read: t2 - t1, diff: t3 - t2, apply: t4 - t3, firewall: t5 - t4 },
+        phases: { desired: t1 - t0, read: t2 - t1, diff: t3 - t2, firewall: t4 - t3, apply: t5 - t4 },
       };
       if (ops.length) this.log.info('sync', { ...this.lastReport });
       if (result.errors.length || timeoutsError || !firewallOk) {

@@ -329,7 +329,7 @@ const drift: Scenario = {
       const syncMark = a.syncs.length;
       const opsMark = a.ops.length;
       const repair = await until(ctx, good, injected);
-      // The kernel can show the repair before the sync that wrote it has returned (its nftables step follows the IPVS writes).
+      // The kernel can show the repair before the sync that wrote it has returned.
       while (a.agent.runner.status().running) await sleep(10);
       const repairedBy = a.syncs.slice(syncMark);
       const repairOps = a.ops.slice(opsMark).map((o) => o.op);

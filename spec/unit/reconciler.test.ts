@@ -319,6 +319,32 @@ test('the nftables table follows desired state: whole on full syncs, only the to
   expect(applied.at(-1)).toEqual({ full: true, services: ['ClusterIP 10.96.0.10:80', 'NodePort 192.168.1.10:30080 local', 'ClusterIP 10.96.0.20:80'], bound: ['10.96.0.10', '10.96.0.20'], gone: [] });
 });
 
+test('the nftables table is written before the IPVS writes, so no new virtual server answers before its masquerade exists; a failed table still lets them go ahead', async () => {
+  const kernel = await nodeKernel('192.168.1.10');
+  const seen: string[][] = [];
+  let fail = false;
+  const firewall = {
+    async update() {
+      seen.push(dump(kernel).filter((l) => !l.includes('->')));
+      if (fail) throw new Error('nftables: update inet kipvs failed (exit 1)');
+      return true;
+    },
+  };
+  const source = new MemorySource();
+  const rec = new Reconciler({ kernel, source, logger: captureLogger(), firewall });
+  void source.start((c) => rec.noteChanges(c));
+  source.put(nodePortService('web', '10.96.0.10', 30080), slice('web', 'a', ['10.244.1.5'], backend));
+  expect(await rec.sync()).toBe('ok');
+  expect(seen).toEqual([[]]); // nothing programmed yet when the table went in
+  const programmed = dump(kernel).filter((l) => !l.includes('->'));
+  expect(programmed).toHaveLength(2);
+  fail = true;
+  source.put(service('api', '10.96.0.20', http));
+  expect(await rec.sync()).toBe('failed');
+  expect(seen.at(-1)).toEqual(programmed);
+  expect(dump(kernel).filter((l) => !l.includes('->'))).toEqual(expect.arrayContaining([...programmed, expect.stringMatching(/^TCP\/10\.96\.0\.20:80 /)]));
+});
+
 test('the Services with a healthCheckNodePort are kept as results change, the others never listed', async () => {
   const { source, rec } = setup(await nodeKernel('192.168.1.10'));
   const lb = (hc: number) => service('shop', '10.96.0.20', [{ name: 'http', port: 80, nodePort: 30080 } as { name: string; port: number }],
