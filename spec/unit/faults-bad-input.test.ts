@@ -156,7 +156,8 @@ test('a watched object with a field the client model cannot read (ports: 5) is r
     await source.start(() => undefined, (e) => errors.push(`${e.object}: ${e.reason}`));
     api.create('endpointslices', { metadata: { name: 'web-a', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4', ports: 5, endpoints: [] });
     api.create('services', { metadata: { name: 'web', namespace: 'default' }, spec: { clusterIP: '10.96.0.10', ports: [{ port: 80 }] } });
-    for (const t0 = Date.now(); Date.now() - t0 < 5000 && !source.snapshot().services.has('default/web');) await sleep(10);
+    // Services and EndpointSlices come over separate watches: wait for both.
+    for (const t0 = Date.now(); Date.now() - t0 < 5000 && !(source.snapshot().services.has('default/web') && errors.length);) await sleep(10);
     expect(source.snapshot().services.has('default/web')).toBe(true);
     expect(source.snapshot().endpointSlices.has('default/web-a')).toBe(false);
     expect(errors).toEqual([expect.stringMatching(/^EndpointSlice default\/web-a: .+; object skipped$/)]);
