@@ -16,7 +16,7 @@
 // socket synchronously in listen(port) without a host (every address: IPv6 '::' dual-stack, or 0.0.0.0
 // where IPv6 is off), but with a host, even a numeric one, listen() first goes through dns.lookup,
 // which answers on a later tick, outside the namespace. So for one address the socket is created and
-// bound by net's own _createServerHandle (what listen() calls after the lookup; cluster workers use it
+// bound by net's own _createServerHandle (what listen() calls after the lookup; the cluster primary uses it
 // too) inside withNetns(), and the server listens on that handle.
 
 import { createServer, type Server, type ServerResponse } from 'node:http';
@@ -194,6 +194,7 @@ export class HealthCheckServers {
       try {
         withNetns(this.netns, () => {
           if (address === EVERY) return server.listen(port);
+          if (typeof createServerHandle !== 'function') throw new Error(`this Node has no net._createServerHandle to listen on ${address}`);
           const handle = createServerHandle(address, port, address.includes(':') ? 6 : 4);
           if (typeof handle === 'number') throw listenError(handle, address, port);
           return server.listen({ _handle: handle });
