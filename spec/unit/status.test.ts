@@ -402,6 +402,19 @@ describe('a real server that drains (graceful termination) is draining, not drif
     }
   });
 
+  test('a wanted real server set to weight 0 by hand is drift, not draining', async () => {
+    const { fake, source } = await programmed();
+    await source.stop();
+    fake.inject({ kind: 'updateDestination', service: WEB_HTTP, destination: dest(GONE, 8080, 0) });
+    fake.setConnections(WEB_HTTP, dest(GONE, 8080), { activeConns: 2 });
+    const check = await run(fake, `--source=dir:${CLUSTER}`, '--check', 'web', '-o', 'json');
+    expect(check.code).toBe(1);
+    expect(JSON.parse(check.out).items[0]).toMatchObject({
+      state: 'mismatched', details: ['1 real server differs (weight 0≠1)'],
+      destinations: [expect.objectContaining({ state: 'in sync' }), expect.objectContaining({ address: GONE, weight: 0, activeConns: 2, state: 'mismatched' })],
+    });
+  });
+
   test('once its connections end the agent deletes it and the row is in sync', async () => {
     const d = await drainingOne();
     try {
