@@ -16,7 +16,7 @@ import { SyncRunner } from './proxy/runner.js';
 import { health, serve } from './http.js';
 import { Metrics } from './metrics.js';
 import { DirSource } from './sources/dir.js';
-import { HealthCheckServers, healthCheckWant } from './healthcheck.js';
+import { HealthCheckServers, healthCheckAddresses, healthCheckWant } from './healthcheck.js';
 import { Sysctls, wantedSysctls } from './sysctl.js';
 import { KubeSource } from './sources/kube.js';
 import type { Source } from './sources/types.js';
@@ -141,8 +141,10 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       const ipv6 = [...reconciler.desiredState().services.values()].some((vs) => vs.service.family === 6);
       sysctls.apply(wantedSysctls({ strictArp: o.strictArp, ipv6 }));
     }
-    // The healthCheckNodePort servers follow this node's local endpoints (never rejects).
-    void healthChecks.update(healthCheckWant(reconciler.healthCheckResults()));
+    // The healthCheckNodePort servers follow this node's local endpoints and, with --nodeport-addresses,
+    // its addresses as the last full sync read them (never rejects).
+    void healthChecks.update(healthCheckWant(reconciler.healthCheckResults()),
+      healthCheckAddresses(o.nodePortAddresses ?? [], reconciler.node.nodePortAddresses));
     metrics.noteSync(reconciler.lastReport, result);
     firstSync();
     return result;

@@ -8,6 +8,7 @@
 // exactly when the agent's next full sync would write nothing for it; every other state names the ops
 // that sync would write:
 //   in sync     nothing to write
+//   draining    in sync but for real servers that drain (below): --check passes
 //   missing     addService (the Service wants it, the kernel lacks it)
 //   mismatched  updateService / add-, update-, deleteDestination / addAddress; the details say what,
 //               kernel value first: `scheduler lc≠rr` means the kernel has lc and the agent wants rr
@@ -16,6 +17,11 @@
 //   foreign     not kipvs's (address not on kube-ipvs0): never touched; listed only with --all-ipvs
 //   invalid     the Service cannot be read (bad clusterIP, affinity...): the agent skips it
 //   conflict    another Service already claims this virtual server: the agent skips this one
+// A real server `draining` is what graceful termination (proxy/graceful.ts) leaves while a removed
+// endpoint's connections end: under a virtual server the agent keeps, not a wanted one, at weight 0,
+// not UDP (the agent deletes those at once). The agent writes nothing for it until its connections are
+// gone or --graceful-termination-max-wait has passed, then deletes it: not drift. A real server that
+// is not wanted and has a weight is `extra` (drift), whatever its connections.
 // Two things status cannot know, and where it assumes what a freshly started agent would do: a bad
 // ConfigMap value counts as absent (a running agent keeps its last good value), and of two Services
 // claiming one virtual server the first in the snapshot wins (a running agent: the first it saw).
@@ -28,7 +34,7 @@
 //
 // -o json / -o yaml print one object with these fields (stable; new ones may be added):
 //   config:  { scheduler, schedulerFlags: string[] }   the effective default scheduler
-//   inSync:  boolean                                    every listed row is in sync or foreign (--check)
+//   inSync:  boolean                                    every listed row is in sync, draining or foreign (--check)
 //   items:   one per row, in table order:
 //     namespace, name           string | null (null for extra and foreign rows)
 //     vip                       the table's VIP:PORT/PROTO text: '10.96.0.10:80/TCP', '[fd00::1]:53/UDP',
@@ -40,15 +46,16 @@
 //     affinity                  { sessionAffinity: 'None' } | { sessionAffinity: 'ClientIP', timeoutSeconds }, or null
 //     endpoints                 { ready, total } from the EndpointSlices (this family and port) | null
 //     realServers               number of real servers in the kernel | null when the kernel has no such service
-//     state                     'in sync'|'missing'|'mismatched'|'extra'|'foreign'|'invalid'|'conflict'
+//     state                     'in sync'|'draining'|'missing'|'mismatched'|'extra'|'foreign'|'invalid'|'conflict'
 //     details                   string[]: the STATE column's text after the colon, one entry per reason
+//                               (draining: '1 real server (2 active, 5 inactive)', the kernel's counts)
 //     destinations              real servers, sorted by address and port: { family, address, port,
 //                               forward, weight (the kernel's, else the wanted one), activeConns and
-//                               inactiveConns (null when not in the kernel), state ('in sync'|'missing'|
-//                               'mismatched'|'extra'|'foreign'), details }
+//                               inactiveConns (null when not in the kernel), state ('in sync'|'draining'|
+//                               'missing'|'mismatched'|'extra'|'foreign'), details }
 //   errors:  [{ object, reason, service? }]   object errors from desired state (service: the Service's
 //                               namespace/name), the ConfigMap and the source; all of them, whatever the filters
-// Exit codes: 0; 1 with --check when a listed row is not in sync (foreign rows do not count), or when a
+// Exit codes: 0; 1 with --check when a listed row is not in sync (draining and foreign rows do not count), or when a
 // Service named on the command line does not exist; 2 usage error; 3 the kernel or the API view could
 // not be read.
 
@@ -77,8 +84,8 @@ import { SERVICE_NAME_LABEL, type Source, type SourceError } from './sources/typ
 
 // ---- rows: the pure part ---------------------------------------------------------------------------
 
-export type RowState = 'in sync' | 'missing' | 'mismatched' | 'extra' | 'foreign' | 'invalid' | 'conflict';
-export type RealServerState = 'in sync' | 'missing' | 'mismatched' | 'extra' | 'foreign';
+export type RowState = 'in sync' | 'draining' | 'missing' | 'mismatched' | 'extra' | 'foreign' | 'invalid' | 'conflict';
+export type RealServerState = 'in sync' | 'draining' | 'missing' | 'mismatched' | 'extra' | 'foreign';
 
 export interface RealServerRow {
   family: Family;
@@ -224,6 +231,24 @@ function destinationSummary(dests: readonly RealServerRow[]): string[] {
   }
   return out;
 }
+
+/**
+ * The draining real servers and the connections they still carry, '2 real servers (3 active, 12 inactive)'
+ * ('2 real servers draining (...)' beside drift, `named`); undefined when none drains.
+ */
+function drainingSummary(dests: readonly RealServerRow[], named: boolean): string | undefined {
+  const draining = dests.filter((d) => d.state === 'draining');
+  if (!draining.length) return undefined;
+  const sum = (k: 'activeConns' | 'inactiveConns') => draining.reduce((n, d) => n + (d[k] ?? 0), 0);
+  const servers = plural(draining.length, 'real server', 'real servers');
+  return `${servers}${named ? ' draining' : ''} (${sum('activeConns')} active, ${sum('inactiveConns')} inactive)`;
+}
+
+/**
+ * A real server graceful termination drains: not wanted, under a virtual server the agent keeps, at
+ * weight 0, not UDP (the agent deletes a UDP one at once). See the header.
+ */
+const isDraining = (service: VirtualServer, d: Destination) => d.weight === 0 && service.protocol !== 'UDP';
 
 /** Code-unit order, as kubectl sorts names (not the locale's). */
 const compareText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -385,15 +410,19 @@ export function statusRows(input: StatusInput): StatusReport {
       else destinations.push(realServer(cur, cur, 'in sync'));
     }
     for (const d of have.destinations) {
-      if (destOps.get(destinationKey(d)) === 'deleteDestination') destinations.push(realServer(d, d, 'extra'));
+      if (destOps.get(destinationKey(d)) !== 'deleteDestination') continue;
+      destinations.push(realServer(d, d, isDraining(have.service, d) ? 'draining' : 'extra'));
     }
     destinations.sort(byAddressAndPort);
-    const details = [
+    const drift = [
       ...(unbound.has(vs.service.address) ? [`VIP not bound to ${ifname}`] : []),
       ...(write ? serviceDifferences(have.service, target) : []),
       ...destinationSummary(destinations),
     ];
-    rows.push({ ...base, realServers: have.destinations.length, state: details.length ? 'mismatched' : 'in sync', details, destinations });
+    const draining = drainingSummary(destinations, drift.length > 0);
+    const details = [...drift, ...(draining ? [draining] : [])];
+    const state: RowState = drift.length ? 'mismatched' : draining ? 'draining' : 'in sync';
+    rows.push({ ...base, realServers: have.destinations.length, state, details, destinations });
   }
   rows.sort((a, b) => compareText(a.namespace!, b.namespace!) || compareText(a.name!, b.name!));
 
@@ -436,8 +465,8 @@ export function filterRows(rows: readonly StatusRow[], f: RowFilter): StatusRow[
   });
 }
 
-/** True when --check passes: every row is in sync (foreign rows are someone else's). */
-export const rowsInSync = (rows: readonly StatusRow[]) => rows.every((r) => r.state === 'in sync' || r.state === 'foreign');
+/** True when --check passes: every row is in sync or draining (foreign rows are someone else's). */
+export const rowsInSync = (rows: readonly StatusRow[]) => rows.every((r) => r.state === 'in sync' || r.state === 'draining' || r.state === 'foreign');
 
 // ---- output ------------------------------------------------------------------------------------------
 
@@ -531,7 +560,8 @@ export function statusUsage(): string {
     'Usage: kipvs status [NAME...] [flags]',
     '',
     "Compares the kernel's IPVS table with what the Services ask for, as the agent computes it.",
-    'STATE: in sync | missing | mismatched: what (kernel≠wanted) | extra | foreign (--all-ipvs) | invalid | conflict.',
+    'STATE: in sync | draining (removed real servers at weight 0 whose connections end; in sync for --check) |',
+    '  missing | mismatched: what (kernel≠wanted) | extra | foreign (--all-ipvs) | invalid | conflict.',
     'All namespaces unless -n is given. Exit: 0; 1 --check found a row not in sync, or a NAME does not exist;',
     '2 usage error; 3 the kernel or the API view could not be read.',
     '',

@@ -7,14 +7,20 @@
 // 9p), so two run as children (in sync: --check, the table; drifted: -o json --all-ipvs --check) and
 // the other variants call the same entry point, statusMain, in this process: the same real kernel
 // through the same netlink sockets, minus the process start.
+// A second scenario drains a real server with a live TCP connection the way the agent does (its own
+// Reconciler, on the EndpointSlice change) and runs the CLI during the drain, then after a weight edit.
 
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { load as yamlLoad } from 'js-yaml';
 import { hostNetmask, SVC_F_KIPVS } from '../../lib/kernel/ids.js';
+import { silentLogger } from '../../lib/log.js';
+import { Reconciler } from '../../lib/proxy/reconciler.js';
+import { DirSource } from '../../lib/sources/dir.js';
 import { statusMain } from '../../lib/status.js';
 import type { Destination, Family, KernelOp, LinkAddress, Protocol, ServiceId, VirtualServer } from '../../lib/kernel/types.js';
+import { CLIENT_JS, ECHO_JS, nodeIn, type Child } from './agent.scenarios.js';
 import { observe, type Ctx, type Scenario } from './harness.js';
 
 const CLI = fileURLToPath(new URL('../../lib/cli.js', import.meta.url));
@@ -215,4 +221,95 @@ const inSyncThenDrift: Scenario = {
   },
 };
 
-export const scenarios: Scenario[] = [inSyncThenDrift];
+/** One Service, one TCP port, its endpoints `eps` (the ConfigMap: rr). */
+const drainObjects = (eps: string[]) => `
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: kipvs, namespace: kube-system }
+data: { scheduler: rr }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: echo, namespace: default }
+spec:
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10]
+  ports: [{ name: echo, protocol: TCP, port: 80 }]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: echo-1, namespace: default, labels: { kubernetes.io/service-name: echo } }
+addressType: IPv4
+ports: [{ name: echo, protocol: TCP, port: 8080 }]
+endpoints: [${eps.map((a) => `{ addresses: [${a}] }`).join(', ')}]
+`;
+
+const DRAIN_A = '10.244.1.5';
+const DRAIN_B = '10.244.1.6';
+
+const whileDraining: Scenario = {
+  name: 'status: a real server draining a live TCP connection is draining and --check passes; a weight edited by hand still fails it',
+  async run(ctx: Ctx) {
+    const be = ctx.extraNetns('be');
+    ctx.sh(['sysctl -qw net.ipv4.ip_forward=1', `ip link add veth-be type veth peer name eth0 netns ${be.name}`,
+      'ip addr add 10.244.1.1/24 dev veth-be', 'ip link set veth-be up'].join(' && '));
+    be.sh([`ip addr add ${DRAIN_A}/24 dev eth0`, `ip addr add ${DRAIN_B}/24 dev eth0`, 'ip link set eth0 up', 'ip route add default via 10.244.1.1'].join(' && '));
+    const dir = `/tmp/${ctx.name}-drain`;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(`${dir}/echo.cjs`, ECHO_JS);
+    writeFileSync(`${dir}/client.cjs`, CLIENT_JS);
+    const objects = `${dir}/objects/objects.yaml`;
+    mkdirSync(`${dir}/objects`);
+    writeFileSync(objects, drainObjects([DRAIN_A]));
+    const source = new DirSource(`${dir}/objects`, { configMap: 'kube-system/kipvs', watch: false, rescanMs: 0 });
+    // The agent's own reconciler (no firewall: the client is on the node, nothing to masquerade).
+    const rec = new Reconciler({ kernel: ctx.kernel, source, logger: silentLogger, graceful: { maxWaitMs: 600_000 } });
+    let server: Child | undefined;
+    let client: Child | undefined;
+    try {
+      await ctx.kernel.ensureDummyLink(IFNAME);
+      await source.start((c) => rec.noteChanges(c));
+      const first = await rec.sync({ full: true });
+      server = nodeIn(be, `${dir}/echo.cjs`, ['8080']);
+      await server.line((l) => l.event === 'listening', 'echo server listening');
+      client = nodeIn(ctx, `${dir}/client.cjs`, ['10.96.0.10', '80', '200']);
+      const c = client;
+      const echoes = () => c.lines.filter((l) => l.event === 'echo').length;
+      const more = async (n: number, what: string) => {
+        const base = echoes();
+        await c.line((l) => l.event === 'echo' && (l.n as number) >= base + n, what);
+        return echoes() - base;
+      };
+      await c.line((l) => l.event === 'connected', 'client connected');
+      await more(3, 'first echoes');
+
+      // A's endpoint goes, B's comes: the EndpointSlice change, as the agent sees it.
+      writeFileSync(objects, drainObjects([DRAIN_B]));
+      await source.rescan();
+      const removal = await rec.sync({ full: false });
+      const base = [`--source=dir:${dir}/objects`, '--netns', ctx.path];
+      const drainingBefore = ctx.ipvsadm().map((x) => `${x.id} ${x.dests.map((d) => `${d.addr}/${d.weight}/${d.active}`).join(' ')}`);
+      const draining = {
+        check: await child(...base, '--check'),
+        json: await inProcess(...base, '-o', 'json'),
+        wide: await inProcess(...base, '-o', 'wide'),
+      };
+      const echoedDuring = await more(3, 'echoes after status ran');
+      const drainingAfter = ctx.ipvsadm().map((x) => `${x.id} ${x.dests.map((d) => `${d.addr}/${d.weight}/${d.active}`).join(' ')}`);
+
+      ctx.sh(`ipvsadm -e -t 10.96.0.10:80 -r ${DRAIN_B}:8080 -m -w 5`);
+      const edited = await child(...base, '--check');
+      return {
+        first, removal, drainingTable: [...rec.graceful.draining.keys()], drainingBefore, draining, echoedDuring, drainingAfter, edited,
+        troubles: c.lines.filter((l) => l.event === 'error' || l.event === 'mismatch' || l.event === 'closed'),
+      };
+    } finally {
+      await Promise.all([client?.kill(), server?.kill()]);
+      rec.graceful.stop();
+      await source.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};
+
+export const scenarios: Scenario[] = [inSyncThenDrift, whileDraining];

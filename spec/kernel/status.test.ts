@@ -108,3 +108,43 @@ test('a network namespace that does not exist: one line, exit 3', () => {
     err: "kipvs status: cannot open the kernel's IPVS in /run/netns/kipvs-no-such-netns: withNetns: cannot open network namespace '/run/netns/kipvs-no-such-netns': ENOENT (No such file or directory)\n",
   });
 });
+
+// ---- a real server draining (the second scenario) ---------------------------------------------------
+
+const DRAIN = 'status: a real server draining a live TCP connection is draining and --check passes; a weight edited by hand still fails it';
+const d = () => scenario(DRAIN);
+
+test('the agent\'s reconciler drained the removed endpoint: weight 0 with the live connection, the new one at weight 1 (ipvsadm -Ln)', () => {
+  expect(d()).toMatchObject({ first: 'ok', removal: 'ok', drainingTable: ['TCP/10.96.0.10:80 -> 10.244.1.5:8080'] });
+  // addr/weight/active, before and after the status runs: the connection stayed, and kept echoing.
+  expect(d().drainingBefore).toEqual(['TCP  10.96.0.10:80 10.244.1.5:8080/0/1 10.244.1.6:8080/1/0']);
+  expect(d().drainingAfter).toEqual(d().drainingBefore);
+  expect(d().echoedDuring).toBeGreaterThanOrEqual(3);
+  expect(d().troubles).toEqual([]);
+});
+
+test('while it drains: `kipvs status --check` (a child process) says draining with its connection and exits 0', () => {
+  printed(d().draining.check, 0, [
+    'NAMESPACE   NAME   TYPE        VIP:PORT/PROTO      SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE',
+    'default     echo   ClusterIP   10.96.0.10:80/TCP   rr          None       1/1         2              draining: 1 real server (1 active, 0 inactive)',
+  ]);
+  printed(d().draining.wide, 0, [
+    'NAMESPACE   NAME   TYPE        VIP:PORT/PROTO         SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   WEIGHT   ACTIVE   INACTIVE   STATE',
+    'default     echo   ClusterIP   10.96.0.10:80/TCP      rr          None       1/1         2                       1        0          draining: 1 real server (1 active, 0 inactive)',
+    '                                 -> 10.244.1.5:8080                                                     0        1        0          draining',
+    '                                 -> 10.244.1.6:8080                                                     1        0        0          in sync',
+  ]);
+  const doc = JSON.parse(d().draining.json.out);
+  expect(doc.inSync).toBe(true);
+  expect(doc.items.map((r: { state: string; destinations: Array<{ address: string; state: string; weight: number; activeConns: number }> }) =>
+    [r.state, r.destinations.map((x) => `${x.address} ${x.weight} ${x.activeConns} ${x.state}`)])).toEqual([
+    ['draining', ['10.244.1.5 0 1 draining', '10.244.1.6 1 0 in sync']],
+  ]);
+});
+
+test('a weight edited with ipvsadm on the wanted real server during the drain: `kipvs status --check` (a child process) exits 1', () => {
+  printed(d().edited, 1, [
+    'NAMESPACE   NAME   TYPE        VIP:PORT/PROTO      SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE',
+    'default     echo   ClusterIP   10.96.0.10:80/TCP   rr          None       1/1         2              mismatched: 1 real server differs (weight 5≠1), 1 real server draining (1 active, 0 inactive)',
+  ]);
+});

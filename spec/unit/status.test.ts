@@ -302,6 +302,133 @@ describe('statusRows', () => {
   });
 });
 
+// ---- graceful termination ---------------------------------------------------------------------------
+
+describe('a real server that drains (graceful termination) is draining, not drift', () => {
+  const WEB_DNS = id('UDP', '10.96.0.10', 53);
+  const GONE = '10.244.2.6';
+
+  /**
+   * web's endpoint 10.244.2.6 is removed while its TCP real server carries connections: the agent's own
+   * Reconciler (as the agent after the EndpointSlice change) takes it to weight 0 and deletes the UDP one.
+   */
+  async function drainingOne(conns = { activeConns: 3, inactiveConns: 12 }) {
+    const dir = mkdtempSync(join(tmpdir(), 'kipvs-status-'));
+    const text = readFileSync(`${CLUSTER}/objects.yaml`, 'utf8');
+    writeFileSync(`${dir}/objects.yaml`, text.replace(`  - { addresses: [${GONE}], conditions: { ready: true } }\n`, ''));
+    expect(readFileSync(`${dir}/objects.yaml`, 'utf8')).not.toContain(GONE);
+    const { fake, source: before } = await programmed();
+    await before.stop();
+    fake.setConnections(WEB_HTTP, dest(GONE, 8080), conns);
+    const source = dirSource(dir);
+    const rec = new Reconciler({ kernel: fake, source, logger: silentLogger });
+    await source.start((c) => rec.noteChanges(c));
+    expect(await rec.sync({ full: true })).toBe('ok');
+    expect(rec.graceful.draining.size).toBe(1);
+    const web = (what: ServiceId) => fake.table().services.find((e) => serviceKey(e.service) === serviceKey(what))!.destinations;
+    expect(web(WEB_HTTP).map((d) => `${d.address} w${d.weight}`)).toEqual(['10.244.1.5 w1', `${GONE} w0`]);
+    expect(web(WEB_DNS).map((d) => d.address)).toEqual(['10.244.1.5']);
+    return { fake, source, rec, dir, DIR: `--source=dir:${dir}`, done: async () => { await source.stop(); rmSync(dir, { recursive: true }); } };
+  }
+
+  test('the row says draining with the connections left; the agent writes nothing for it; --check exits 0', async () => {
+    const d = await drainingOne();
+    try {
+      const rows = (await report(d.fake, d.source)).rows;
+      expect(brief(filterRows(rows, { names: ['web'] }))).toEqual([
+        'default/web 10.96.0.10:80/TCP draining: 1 real server (3 active, 12 inactive)',
+        'default/web 10.96.0.10:53/UDP in sync',
+      ]);
+      expect(filterRows(rows, { names: ['web'] })[0].destinations.map((x) => `${x.address} ${x.weight} ${x.activeConns}/${x.inactiveConns} ${x.state}`))
+        .toEqual(['10.244.1.5 1 0/0 in sync', `${GONE} 0 3/12 draining`]);
+      expect(await agreement(d.fake, d.source, d.rec)).toEqual([]); // the next full sync keeps it at weight 0
+      const check = await run(d.fake, d.DIR, '--check', 'web');
+      expect(check).toEqual({
+        code: 0,
+        err: '',
+        out: 'NAMESPACE   NAME   TYPE        VIP:PORT/PROTO      SCHEDULER   AFFINITY   ENDPOINTS   REAL SERVERS   STATE\n' +
+          'default     web    ClusterIP   10.96.0.10:80/TCP   lc          None       1/2         2              draining: 1 real server (3 active, 12 inactive)\n' +
+          'default     web    ClusterIP   10.96.0.10:53/UDP   lc          None       1/2         1              in sync\n',
+      });
+      const wide = await run(d.fake, d.DIR, '-o', 'wide', 'web');
+      expect(wide.out.split('\n').slice(1, 4)).toEqual([
+        'default     web    ClusterIP   10.96.0.10:80/TCP      lc          None       1/2         2                       3        12         draining: 1 real server (3 active, 12 inactive)',
+        '                                 -> 10.244.1.5:8080                                                     1        0        0          in sync',
+        '                                 -> 10.244.2.6:8080                                                     0        3        12         draining',
+      ]);
+      const json = JSON.parse((await run(d.fake, d.DIR, '-o', 'json', 'web')).out);
+      expect(json.inSync).toBe(true);
+      expect(json.items[0]).toMatchObject({ state: 'draining', details: ['1 real server (3 active, 12 inactive)'] });
+    } finally {
+      await d.done();
+    }
+  });
+
+  test('drift beside a drain is still drift: a weight edited by hand on a wanted real server makes --check exit 1', async () => {
+    const d = await drainingOne();
+    try {
+      d.fake.inject({ kind: 'updateDestination', service: WEB_HTTP, destination: dest('10.244.1.5', 8080, 5) });
+      const check = await run(d.fake, d.DIR, '--check', 'web');
+      expect(check.code).toBe(1);
+      expect(check.out.split('\n')[1]).toMatch(/ mismatched: 1 real server differs \(weight 5≠1\), 1 real server draining \(3 active, 12 inactive\)$/);
+      d.fake.inject({ kind: 'updateDestination', service: API, destination: dest('10.244.4.2', 8443, 7) });
+      d.fake.inject({ kind: 'updateDestination', service: WEB_HTTP, destination: dest('10.244.1.5', 8080, 1) });
+      expect((await run(d.fake, d.DIR, '--check', 'web')).code).toBe(0);
+      expect((await run(d.fake, d.DIR, '--check', 'web', 'api')).code).toBe(1);
+    } finally {
+      await d.done();
+    }
+  });
+
+  test('not wanted with a weight is extra, whatever its connections; a UDP one at weight 0 is extra (the agent never drains UDP)', async () => {
+    const d = await drainingOne();
+    try {
+      d.fake.inject(
+        { kind: 'updateDestination', service: WEB_HTTP, destination: dest(GONE, 8080, 1) },
+        { kind: 'addDestination', service: WEB_DNS, destination: dest(GONE, 5353, 0) },
+      );
+      d.fake.setConnections(WEB_DNS, dest(GONE, 5353), { activeConns: 0, inactiveConns: 4 });
+      const check = await run(d.fake, d.DIR, '--check', 'web', '-o', 'json');
+      expect(check.code).toBe(1);
+      expect(JSON.parse(check.out).items.map((r: StatusRow) => `${r.state}: ${r.details.join(', ')}`)).toEqual([
+        'mismatched: 1 extra real server', 'mismatched: 1 extra real server',
+      ]);
+      expect(await agreement(d.fake, d.source, d.rec)).toEqual(expect.arrayContaining([
+        expect.objectContaining({ kind: 'updateDestination', destination: expect.objectContaining({ address: GONE, weight: 0 }) }),
+        expect.objectContaining({ kind: 'deleteDestination', service: expect.objectContaining({ protocol: 'UDP' }) }),
+      ]));
+    } finally {
+      await d.done();
+    }
+  });
+
+  test('a wanted real server set to weight 0 by hand is drift, not draining', async () => {
+    const { fake, source } = await programmed();
+    await source.stop();
+    fake.inject({ kind: 'updateDestination', service: WEB_HTTP, destination: dest(GONE, 8080, 0) });
+    fake.setConnections(WEB_HTTP, dest(GONE, 8080), { activeConns: 2 });
+    const check = await run(fake, `--source=dir:${CLUSTER}`, '--check', 'web', '-o', 'json');
+    expect(check.code).toBe(1);
+    expect(JSON.parse(check.out).items[0]).toMatchObject({
+      state: 'mismatched', details: ['1 real server differs (weight 0≠1)'],
+      destinations: [expect.objectContaining({ state: 'in sync' }), expect.objectContaining({ address: GONE, weight: 0, activeConns: 2, state: 'mismatched' })],
+    });
+  });
+
+  test('once its connections end the agent deletes it and the row is in sync', async () => {
+    const d = await drainingOne();
+    try {
+      d.fake.setConnections(WEB_HTTP, dest(GONE, 8080), { activeConns: 0, inactiveConns: 0 });
+      expect(brief(filterRows((await report(d.fake, d.source)).rows, { names: ['web'] }))[0])
+        .toBe('default/web 10.96.0.10:80/TCP draining: 1 real server (0 active, 0 inactive)');
+      expect(await d.rec.sync({ full: true })).toBe('ok');
+      expect(brief(filterRows((await report(d.fake, d.source)).rows, { names: ['web'] }))[0]).toBe('default/web 10.96.0.10:80/TCP in sync');
+    } finally {
+      await d.done();
+    }
+  });
+});
+
 describe('formatColumns: kubectl\'s tabwriter (minwidth 6, padding 3)', () => {
   test('widest cell + 3, at least 6; the last cell of a line unpadded and not counted; width in characters', () => {
     expect(formatColumns([['A', 'NAME', 'X'], ['bb', 'a≠b', 'last column is not padded'], ['c', 'longer-name']])).toBe(
