@@ -15,9 +15,10 @@
 // of the thread that creates it, so it is created synchronously inside withNetns(). Node creates the
 // socket synchronously in listen(port) without a host (every address: IPv6 '::' dual-stack, or 0.0.0.0
 // where IPv6 is off), but with a host, even a numeric one, listen() first goes through dns.lookup,
-// which answers on a later tick, outside the namespace. So for one address the socket is created and
-// bound by net's own _createServerHandle (what listen() calls after the lookup; the cluster primary uses it
-// too) inside withNetns(), and the server listens on that handle.
+// which answers on a later tick, outside the namespace. So with --netns, for one address, the socket is
+// created and bound by net's own _createServerHandle (what listen() calls after the lookup; the cluster
+// primary uses it too; undocumented, so its absence is a clear error) inside withNetns(), and the server
+// listens on that handle. Without --netns (the DaemonSet), listen({host, port}) does it.
 
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import net from 'node:net';
@@ -194,6 +195,8 @@ export class HealthCheckServers {
       try {
         withNetns(this.netns, () => {
           if (address === EVERY) return server.listen(port);
+          // In the agent's own namespace (the DaemonSet's case) the public API does it; the lookup is harmless.
+          if (this.netns === undefined) return server.listen({ host: address, port });
           if (typeof createServerHandle !== 'function') throw new Error(`this Node has no net._createServerHandle to listen on ${address}`);
           const handle = createServerHandle(address, port, address.includes(':') ? 6 : 4);
           if (typeof handle === 'number') throw listenError(handle, address, port);
