@@ -134,8 +134,9 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   const metrics = new Metrics(kernel, reconciler);
   let firstSync: () => void = () => {};
   const synced = new Promise<void>((resolve) => (firstSync = resolve));
-  const runner = new SyncRunner(async (reason) => {
-    const result = await reconciler.sync({ full: reason !== 'requested' });
+  const runner = new SyncRunner(async (reason, overlap) => {
+    // A full sync's kernel read lets changes through (overlap): they need not wait for the dump.
+    const result = await reconciler.sync({ full: reason !== 'requested', overlap });
     // Cheap (one read per setting when nothing changed): repairs a setting reset behind our back.
     if (reconciler.lastReport?.full && sysctls) {
       const ipv6 = [...reconciler.desiredState().services.values()].some((vs) => vs.service.family === 6);

@@ -36,7 +36,7 @@ function genlPayload(cmd: number, version: number, table: AttrTable, attrs: Attr
 }
 
 /** Sockets that dump in parallel: a socket runs one dump at a time, and a full sync dumps every service. */
-const DUMP_SOCKETS = 4;
+export const DUMP_SOCKETS = 4;
 
 export class IpvsClient {
   private readonly dumpers: NetlinkChannel[];

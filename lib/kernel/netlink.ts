@@ -4,7 +4,7 @@
 // EADDRNOTAVAIL on delete are success), as the interface promises.
 
 import { KernelError } from '../errors.js';
-import { IpvsClient } from '../ipvs/client.js';
+import { DUMP_SOCKETS, IpvsClient } from '../ipvs/client.js';
 import type { NlRequest } from '../netlink/channel.js';
 import { RtnlClient } from '../rtnl/client.js';
 import { describeOp } from './ids.js';
@@ -65,7 +65,16 @@ export class NetlinkKernel implements Kernel {
 
   async dumpTable(): Promise<IpvsTable> {
     const services = await this.ipvs.listServices();
-    const dests = await Promise.all(services.map((s) => this.ipvs.listDestinations(s)));
+    // One destination dump in flight per dump socket, not one queued per service: a partial sync's
+    // own dump (graceful termination) running beside this read then waits for a few, not the table.
+    const dests = new Array<DestinationStatus[]>(services.length);
+    let next = 0;
+    await Promise.all(Array.from({ length: DUMP_SOCKETS }, async () => {
+      while (next < services.length) {
+        const i = next++;
+        dests[i] = await this.ipvs.listDestinations(services[i]);
+      }
+    }));
     return { services: services.map((service, i) => ({ service, destinations: dests[i] })) };
   }
 

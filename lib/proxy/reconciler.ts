@@ -3,8 +3,12 @@
 // dumps the kernel once and diffs everything (at start, periodically, after any failure); a partial
 // sync diffs only the changed Services against the kept observation, so one endpoint change costs
 // O(1) work and O(1) messages. Nothing is written before the Source has completed its first list.
+// A full sync's kernel read may run beside partial syncs (the runner's overlap): the observation it
+// builds from the dump then keeps, for every virtual server and address those wrote or tried to write
+// during the read, the kept observation they updated (the dump may show it before or after them).
 
 import type { V1EndpointSlice } from '@kubernetes/client-node';
+import { serviceKey } from '../kernel/ids.js';
 import type { IpvsTable, Kernel, KernelOp } from '../kernel/types.js';
 import type { Logger } from '../log.js';
 import { SERVICE_NAME_LABEL, type Change, type Source } from '../sources/types.js';
@@ -12,6 +16,7 @@ import { applyConfigMap, DEFAULT_CONFIG, type ProxyConfig } from './config.js';
 import { desiredForService, sameDesired, type NodeContext, type ObjectError, type ServiceResult } from './desired.js';
 import { nodeAddresses, parseCidrs, sameNode, ZONE_LABEL } from './node.js';
 import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
+import type { Overlap } from './runner.js';
 import { GracefulTermination, type GracefulOptions } from './graceful.js';
 import { partFromAddress, partFromVirtualServer, type NftGlobals, type NftPart } from '../nft/model.js';
 
@@ -63,6 +68,41 @@ export interface Firewall {
   update(globals: NftGlobals, parts: ReadonlyMap<string, NftPart | undefined>, opts: { full?: boolean }): Promise<boolean>;
 }
 
+/** The virtual servers (service keys) and addresses written during a full sync's read; removed: any deleted. */
+interface Raced {
+  services: Set<string>;
+  addresses: Set<string>;
+  removed: boolean;
+}
+
+function noteRaced(raced: Raced, ops: readonly KernelOp[]): void {
+  for (const op of ops) {
+    if (op.kind === 'addAddress' || op.kind === 'deleteAddress') raced.addresses.add(op.address.address);
+    else raced.services.add(serviceKey(op.service));
+    if (op.kind === 'deleteAddress' || op.kind === 'deleteService') raced.removed = true;
+  }
+}
+
+/**
+ * Puts the kept observation back into `observed` (from a dump) where writes raced the read: for each
+ * virtual server and address written, the kept entry (or its absence). And when something was deleted
+ * during the read, also every kept entry the dump lacks: the kernel dumps services and addresses by
+ * position, so a delete before the dump's cursor makes it skip the next entry. Drift that this hides
+ * is repaired by the next full sync.
+ */
+function keepRaced(observed: ObservedState, kept: ObservedState, raced: Raced): void {
+  const restore = <V>(into: Map<string, V>, from: Map<string, V>, key: string) => {
+    const v = from.get(key);
+    if (v) into.set(key, v);
+    else into.delete(key);
+  };
+  for (const key of raced.services) restore(observed.services, kept.services, key);
+  for (const address of raced.addresses) restore(observed.addresses, kept.addresses, address);
+  if (!raced.removed) return;
+  for (const key of kept.services.keys()) if (!observed.services.has(key)) restore(observed.services, kept.services, key);
+  for (const address of kept.addresses.keys()) if (!observed.addresses.has(address)) restore(observed.addresses, kept.addresses, address);
+}
+
 export class Reconciler {
   private readonly kernel: Kernel;
   private readonly source: Source;
@@ -94,6 +134,8 @@ export class Reconciler {
   private readonly wanted = new Map<string, Set<string>>();
   private readonly addressClaims = new Map<string, Set<string>>();
   private observed: ObservedState | undefined;
+  /** While a full sync reads the kernel beside partial syncs: what those wrote (or tried to). */
+  private racing: Raced | undefined;
   private readonly dirty = new Set<string>();
   private allDirty = true;
   private needFull = true;
@@ -284,12 +326,14 @@ export class Reconciler {
   /**
    * One sync. Returns 'ok' when every op was applied (or there was nothing to do), 'failed' when the
    * kernel refused something or could not be read; failed ops are retried by the next (full) sync.
+   * A full sync reads the kernel through `overlap` (the runner's), letting partial syncs run meanwhile;
+   * a sync that starts during that read is partial (the full sync in flight diffs everything after it).
    */
-  async sync(opts: { full?: boolean } = {}): Promise<'ok' | 'failed'> {
+  async sync(opts: { full?: boolean; overlap?: Overlap } = {}): Promise<'ok' | 'failed'> {
     if (!this.source.synced()) return 'ok';
     const t0 = performance.now();
     this.refreshConfig();
-    const full = opts.full || this.needFull || !this.observed;
+    const full = !this.racing && (opts.full || this.needFull || !this.observed);
     const touched = { services: new Set<string>(), addresses: new Set<string>() };
     let t1 = t0;
     let timeoutsError: string | undefined;
@@ -309,11 +353,28 @@ export class Reconciler {
       if (full) {
         await this.kernel.ensureDummyLink(this.ifname);
         timeoutsError = await this.syncTimeouts();
-        // One read after the other: with both in flight, a second failure would be dropped unlogged.
-        const bound = await this.kernel.listAddresses(this.ifname);
-        table = await this.kernel.dumpTable();
-        this.observed = observedFromKernel(table, bound, this.desired);
+        // Cleared before the read: a partial sync failing during it asks for the next full one.
         this.needFull = false;
+        // One read after the other: with both in flight, a second failure would be dropped unlogged.
+        const read = async () => {
+          const bound = await this.kernel.listAddresses(this.ifname);
+          return { bound, table: await this.kernel.dumpTable() };
+        };
+        // Partial syncs need an observation to diff against: the first full sync reads alone.
+        const kept = opts.overlap && this.observed;
+        const raced: Raced = { services: new Set(), addresses: new Set(), removed: false };
+        let got: Awaited<ReturnType<typeof read>>;
+        if (kept) {
+          this.racing = raced;
+          try {
+            got = await opts.overlap!(read);
+          } finally {
+            this.racing = undefined;
+          }
+        } else got = await read();
+        table = got.table;
+        this.observed = observedFromKernel(table, got.bound, this.desired);
+        if (kept) keepRaced(this.observed, kept, raced);
       }
       const observed = this.observed!;
       const t2 = performance.now();
@@ -325,6 +386,7 @@ export class Reconciler {
       // Re-applied whole on full syncs to repair drift.
       const firewallOk = !this.firewall || (!full && !touched.services.size && !touched.addresses.size) || (await this.syncFirewall(full, touched));
       const t4 = performance.now();
+      if (this.racing) noteRaced(this.racing, ops);
       const result = ops.length ? await this.kernel.apply(ops) : { applied: 0, errors: [] };
       applyToObserved(observed, ops, new Set(result.errors.map((e) => e.index!)));
       const t5 = performance.now();

@@ -6,12 +6,22 @@
 // with exponential backoff (retryInterval doubling up to maxRetryInterval, reset by a success). A
 // run() during backoff is not held back by it (only by minInterval): new changes may be what fixes
 // the failure, as in kube-proxy. Nothing runs before the first run(). Time comes from a Clock.
+// One exception to "one at a time": a sync may hand the runner back while it only reads (overlap(),
+// the full sync's kernel dump). Requested syncs then run beside that read, by the same rules (one at a
+// time, minInterval, coalescing); when the read is done, the reading sync waits for the one running to
+// end and has the runner to itself again, so no two syncs ever write at once.
 
 /** Why a sync runs: run() was called, a failed sync is retried, or maxInterval elapsed. */
 export type SyncReason = 'requested' | 'retry' | 'periodic';
 export type SyncResult = 'ok' | 'failed';
+/**
+ * Runs `read` (which must not write) while requested syncs may start and run beside it; resolves (or
+ * rejects) as `read` does, once no other sync is running: what follows has the runner to itself again.
+ * Only the first level overlaps: called by a sync that itself runs beside a read, it just runs `read`.
+ */
+export type Overlap = <T>(read: () => Promise<T>) => Promise<T>;
 /** One sync. Resolving 'failed' or throwing schedules a retry. */
-export type SyncFn = (reason: SyncReason) => Promise<SyncResult>;
+export type SyncFn = (reason: SyncReason, overlap: Overlap) => Promise<SyncResult>;
 
 /** Time source: milliseconds, and one-shot timers cancelled by calling what `timer` returns. */
 export interface Clock {
@@ -68,7 +78,12 @@ export class SyncRunner {
   private readonly maxRetryInterval: number;
   private requested = false;
   private stopped = false;
-  private inFlight: Promise<void> | undefined;
+  /** A sync holds the runner (it is running, and not inside overlap()). */
+  private busy = false;
+  /** Every sync not yet ended, for stop(). */
+  private readonly inFlight = new Set<Promise<void>>();
+  /** The sync inside overlap(); `resume` is set once its read is done and it waits for the runner. */
+  private parked: { resume?: () => void } | undefined;
   private planned: Plan | undefined;
   private cancelTimer: (() => void) | undefined;
   private failures = 0;
@@ -96,20 +111,20 @@ export class SyncRunner {
   run(): void {
     if (this.stopped) return;
     this.requested = true;
-    if (!this.inFlight && this.planned?.reason !== 'requested') this.plan();
+    if (!this.busy && this.planned?.reason !== 'requested') this.plan();
   }
 
-  /** Cancels planned syncs; resolves once an in-flight sync has finished. Nothing runs afterwards. */
+  /** Cancels planned syncs; resolves once in-flight syncs have finished. Nothing runs afterwards. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.setPlan(undefined);
-    await this.inFlight;
+    while (this.inFlight.size) await Promise.all(this.inFlight);
   }
 
   /** State for health checks and metrics. */
   status(): RunnerStatus {
     return {
-      running: this.inFlight !== undefined,
+      running: this.inFlight.size > 0,
       consecutiveFailures: this.failures,
       lastSuccess: this.lastSuccess,
       lastEnd: this.lastEnd,
@@ -127,6 +142,8 @@ export class SyncRunner {
   private next(): Plan | undefined {
     if (this.lastEnd === undefined) return this.requested ? { at: this.clock.now(), reason: 'requested' } : undefined;
     const earliest = this.lastEnd + this.minInterval;
+    // Beside a read, only requested syncs: the reading sync is the periodic or retried one.
+    if (this.parked) return this.requested ? { at: earliest, reason: 'requested' } : undefined;
     const options: Plan[] = [];
     if (this.requested) options.push({ at: earliest, reason: 'requested' });
     if (this.failures > 0) options.push({ at: Math.max(earliest, this.lastEnd + this.backoff()), reason: 'retry' });
@@ -147,9 +164,29 @@ export class SyncRunner {
       this.cancelTimer = undefined;
       this.planned = undefined;
       this.requested = false;
-      this.inFlight = this.sync(plan.reason);
+      this.busy = true;
+      const running = this.sync(plan.reason);
+      this.inFlight.add(running);
+      void running.then(() => this.inFlight.delete(running));
     });
   }
+
+  /** Overlap for the sync holding the runner: hands it over for `read`, then takes it back. */
+  private readonly overlap: Overlap = async (read) => {
+    if (this.parked || !this.busy) return read();
+    const parked: { resume?: () => void } = {};
+    this.parked = parked;
+    this.busy = false;
+    if (this.requested && !this.stopped) this.plan();
+    try {
+      return await read();
+    } finally {
+      if (this.busy) await new Promise<void>((resolve) => (parked.resume = resolve));
+      else this.setPlan(undefined); // a request still waiting is planned again when this sync ends
+      this.parked = undefined;
+      this.busy = true;
+    }
+  };
 
   /** When the last periodic or retried sync (or the first sync) ended: the periodic sync is due maxInterval after it. */
   private lastPeriodicEnd: number | undefined;
@@ -158,7 +195,7 @@ export class SyncRunner {
     let result: SyncResult;
     let error: unknown;
     try {
-      result = (await this.fn(reason)) === 'ok' ? 'ok' : 'failed';
+      result = (await this.fn(reason, this.overlap)) === 'ok' ? 'ok' : 'failed';
     } catch (err) {
       result = 'failed';
       error = err;
@@ -173,8 +210,13 @@ export class SyncRunner {
       this.failures++;
       this.lastError = error;
     }
-    this.inFlight = undefined;
-    if (!this.stopped) this.plan();
+    this.busy = false;
+    // A read that ended while this sync ran: its sync takes the runner back (and plans when it ends).
+    const resume = this.parked?.resume;
+    if (resume) {
+      this.busy = true;
+      resume();
+    } else if (!this.stopped) this.plan();
   }
 }
 
