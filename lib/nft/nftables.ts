@@ -140,9 +140,11 @@ export class Nftables {
         else resolve();
       };
       const failed = (why: string) => new Error(`nftables: ${what} ${TABLE}${where} failed (${why}): ${stderr.trim() || '(no output)'}`);
-      // Settles at once: a child of the killed process may keep stderr open for longer.
+      // Settles at once: a child of the killed process may keep stderr open for longer, so it is
+      // destroyed too (the agent holds no pipe to an orphan).
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
+        child.stderr.destroy();
         settle(failed(`timed out after ${this.timeoutMs} ms`));
       }, this.timeoutMs);
       child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
