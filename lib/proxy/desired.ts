@@ -336,6 +336,10 @@ const virtualServer = ({ ip, protocol, port, sched, aff }: ServiceSettings): Vir
   peName: '',
 });
 
+/** Whether `s` has the identity virtualServer(w) makes (family, protocol, address, port; no fwmark). */
+const isSameId = (s: VirtualServer, { ip, protocol, port }: ServiceSettings): boolean =>
+  s.port === port && s.address === ip.address && s.protocol === protocol && s.family === ip.family && s.fwmark === 0;
+
 /** Whether `v` has what virtualServer(w) makes (and keepScheduler as w asks). */
 function isVirtualServer(v: DesiredVirtualServer, { ip, protocol, port, sched, aff }: ServiceSettings): boolean {
   const s = v.service;
@@ -360,7 +364,11 @@ function affinity(svc: V1Service, errors: ObjectError[], object: string): { flag
   return { flags: PERSISTENT, timeout: t };
 }
 
-const sameStrings = (a: readonly string[], b: readonly string[]) => sameList(a, b, (x, y) => x === y);
+const same = <T>(x: T, y: T) => x === y;
+const sameStrings = (a: readonly string[], b: readonly string[]) => sameList(a, b, same);
+/** Shared by every result without errors and every virtual server without source ranges (never changed in place). */
+const NO_ERRORS: ObjectError[] = Object.freeze([]) as unknown as ObjectError[];
+const NO_RANGES: readonly string[] = Object.freeze([]);
 
 const sameDesiredServer = (a: DesiredVirtualServer, b: DesiredVirtualServer): boolean =>
   a === b ||
@@ -529,16 +537,17 @@ export function desiredForService(
       const eps = endpointsFor(portName, family, slices, node, errors, reported);
       if (externalLocal) localEndpoints = Math.max(localEndpoints ?? 0, eps.readyLocal);
       /** Real-server lists by selection, shared by this port's virtual servers of this family. */
-      const lists = new Map<string, Destination[]>();
+      const lists = new Map<number, Destination[]>();
       const add = (kind: ServiceKind, ip: { family: Family; address: string }, port: number, local: boolean, ranges: readonly string[]) => {
         const wanted: ServiceSettings = { ip, protocol: protocol as Protocol, port, sched, aff };
-        const service = virtualServer(wanted);
-        const k = serviceKey(service);
+        // Last time's virtual server of this identity, found without building its key: when it comes
+        // out the same, neither its key nor a new VirtualServer is made.
+        const before = previous?.virtualServers.find((v) => isSameId(v.service, wanted));
+        const k = before ? before.key : serviceKey(virtualServer(wanted));
         if (keys.has(k)) return void errors.push({ object, reason: `${label}: ${k} is asked for twice; skipped` });
         keys.add(k);
-        const before = previous?.virtualServers.find((v) => v.key === k);
         const sel = selection(eps, local, topology && !local);
-        const selKey = `${sel.mask}/${sel.value}`;
+        const selKey = sel.mask * 64 + sel.value;
         let destinations = lists.get(selKey);
         if (!destinations) lists.set(selKey, (destinations = realServers(eps, sel, family, before?.destinations)));
         if (before && before.destinations === destinations && before.owner === owner && before.kind === kind && before.local === local &&
@@ -546,11 +555,12 @@ export function desiredForService(
           virtualServers.push(before); // unchanged: the very same object (see realServers)
           return;
         }
+        const service = virtualServer(wanted);
         virtualServers.push({ key: k, owner, service, destinations, ...(sched.keep ? { keepScheduler: true } : {}), kind, local, sourceRanges: ranges });
       };
-      for (const ip of ips) if (ip.family === family) add('ClusterIP', ip, p.port, internalLocal, []);
-      if (validPort(nodePort)) for (const a of node.nodePortAddresses) if (a.family === family) add('NodePort', a, nodePort, externalLocal, []);
-      for (const ip of externalIPs) if (ip.family === family) add('ExternalIP', ip, p.port, externalLocal, []);
+      for (const ip of ips) if (ip.family === family) add('ClusterIP', ip, p.port, internalLocal, NO_RANGES);
+      if (validPort(nodePort)) for (const a of node.nodePortAddresses) if (a.family === family) add('NodePort', a, nodePort, externalLocal, NO_RANGES);
+      for (const ip of externalIPs) if (ip.family === family) add('ExternalIP', ip, p.port, externalLocal, NO_RANGES);
       if (sourceRanges) for (const ip of lbIPs) if (ip.family === family) add('LoadBalancer', ip, p.port, externalLocal, sourceRanges);
     }
   }
@@ -560,10 +570,23 @@ export function desiredForService(
   for (const v of virtualServers) {
     if (v.kind === 'NodePort' || (v.kind !== 'ClusterIP' && node.localAddresses.has(v.service.address))) continue;
     if (addresses.some((a) => a.address === v.service.address)) continue;
-    addresses.push({ family: v.service.family, address: v.service.address, prefixLength: v.service.family === 4 ? 32 : 128 });
+    const family = v.service.family;
+    const prefixLength = family === 4 ? 32 : 128;
+    const before = previous?.addresses.find((a) => a.address === v.service.address && a.family === family && a.prefixLength === prefixLength);
+    addresses.push(before ?? { family, address: v.service.address, prefixLength });
   }
-  const result: ServiceResult = { virtualServers, addresses, errors, valid: true };
   const hc = spec.healthCheckNodePort;
-  if (type === 'LoadBalancer' && externalLocal && validPort(hc)) result.healthCheck = { port: hc, localEndpoints: localEndpoints ?? 0 };
+  const healthCheck = type === 'LoadBalancer' && externalLocal && validPort(hc) ? { port: hc, localEndpoints: localEndpoints ?? 0 } : undefined;
+  // All of it as last time: last time's result itself, so that an unchanged Service leaves no garbage.
+  if (previous && previous.valid && !errors.length && !previous.errors.length && sameList(virtualServers, previous.virtualServers, same) &&
+    sameList(addresses, previous.addresses, same) && healthCheck?.port === previous.healthCheck?.port &&
+    healthCheck?.localEndpoints === previous.healthCheck?.localEndpoints) return previous;
+  const result: ServiceResult = {
+    virtualServers: previous && sameList(virtualServers, previous.virtualServers, same) ? previous.virtualServers : virtualServers,
+    addresses: previous && sameList(addresses, previous.addresses, same) ? previous.addresses : addresses,
+    errors: errors.length ? errors : NO_ERRORS,
+    valid: true,
+  };
+  if (healthCheck) result.healthCheck = healthCheck;
   return result;
 }

@@ -340,7 +340,10 @@ export class Reconciler {
     try {
       await this.refreshNode(full);
       if (this.allDirty) {
-        for (const key of new Set([...this.results.keys(), ...this.source.snapshot().services.keys()])) this.recompute(key, touched);
+        // Every Service we hold a result for, then every other one the source has, without a list of all
+        // keys: recompute changes results only at its own key, and keeps it for a Service the source has.
+        for (const key of this.results.keys()) this.recompute(key, touched);
+        for (const key of this.source.snapshot().services.keys()) if (!this.results.has(key)) this.recompute(key, touched);
         this.allDirty = false;
       } else {
         for (const key of this.dirty) this.recompute(key, touched);
