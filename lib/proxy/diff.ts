@@ -72,30 +72,56 @@ export interface Scope {
  * The observed state from one dump: only what the diff compares and writes back (the dump's stats
  * and connection counts are dropped). Where the kernel holds exactly what `desired` asks for, the
  * observed state keeps the desired objects themselves (neither side changes them in place), so an
- * agent in sync holds one copy of its table, not two.
+ * agent in sync holds one copy of its table, not two. Where a virtual server, with all its real
+ * servers, or an address is exactly as in `kept` (the observation this one replaces), it keeps that
+ * entry itself: a full resync of an unchanged table builds no new entries, and any difference, drift
+ * included, gets an entry of its own from the dump.
  */
-export function observedFromKernel(table: IpvsTable, bound: readonly LinkAddress[], desired?: DesiredState): ObservedState {
+export function observedFromKernel(table: IpvsTable, bound: readonly LinkAddress[], desired?: DesiredState, kept?: ObservedState): ObservedState {
   const services = new Map<string, ObservedService>();
   for (const { service: s, destinations } of table.services) {
     const key = serviceKey(s);
+    const was = kept?.services.get(key);
+    if (was && sameVirtualServer(was.service, s) && sameDestinations(was.destinations, destinations)) {
+      services.set(key, was);
+      continue;
+    }
     const want = desired?.services.get(key);
     const service: VirtualServer = want && sameVirtualServer(want.service, s) ? want.service : {
       family: s.family, protocol: s.protocol, address: s.address, port: s.port, fwmark: s.fwmark,
       scheduler: s.scheduler, flags: s.flags, timeout: s.timeout, netmask: s.netmask, peName: s.peName,
     };
-    const wanted = new Destinations();
-    for (const d of want?.destinations ?? []) wanted.set(d);
     const observed = new Destinations();
-    for (const d of destinations) {
-      const same = wanted.get(d);
+    let wanted: Destinations | undefined; // by address:port, made only when the dump's order is not the desired one
+    destinations.forEach((d, i) => {
+      let same = want?.destinations[i];
+      if (want && !(same && same.port === d.port && same.address === d.address)) {
+        if (!wanted) for (const w of want.destinations) (wanted ??= new Destinations()).set(w);
+        same = wanted?.get(d);
+      }
       observed.set(same && sameRealServer(same, d) ? same : {
         family: d.family, address: d.address, port: d.port,
         forward: d.forward, weight: d.weight, upperThreshold: d.upperThreshold, lowerThreshold: d.lowerThreshold,
       });
-    }
+    });
     services.set(key, { service, destinations: observed });
   }
-  return { services, addresses: new Map(bound.map((a) => [a.address, a])) };
+  const addresses = new Map<string, LinkAddress>();
+  for (const a of bound) {
+    const was = kept?.addresses.get(a.address);
+    addresses.set(a.address, was && was.family === a.family && was.prefixLength === a.prefixLength ? was : a);
+  }
+  return { services, addresses };
+}
+
+/** Whether `observed` holds exactly the real servers of a dump (each equal in every field, none more). */
+function sameDestinations(observed: Destinations, dumped: readonly Destination[]): boolean {
+  if (observed.size !== dumped.length) return false;
+  for (const d of dumped) {
+    const o = observed.get(d);
+    if (!o || !sameRealServer(o, d)) return false;
+  }
+  return true;
 }
 
 /** Every key of `a`, then the keys of `b` that `a` lacks. */

@@ -376,7 +376,7 @@ export class Reconciler {
           }
         } else got = await read();
         table = got.table;
-        this.observed = observedFromKernel(table, got.bound, this.desired);
+        this.observed = observedFromKernel(table, got.bound, this.desired, this.observed);
         if (kept) keepRaced(this.observed, kept, raced);
       }
       const observed = this.observed!;
