@@ -365,6 +365,33 @@ function affinity(svc: V1Service, errors: ObjectError[], object: string): { flag
 }
 
 const same = <T>(x: T, y: T) => x === y;
+
+/**
+ * A list made item by item that is `previous` itself for as long as the items are its own, in its
+ * order: the array is copied at the first difference only. (Arrays that a result keeps are allocated
+ * by V8 straight into the old generation once a cold sync has kept them all; an unchanged Service's
+ * recompute must not make them, or every full recompute leaves them behind as old garbage.)
+ */
+class ListLike<T> {
+  private out: T[] | undefined;
+  private kept = 0;
+  constructor(private readonly previous: T[] = []) {}
+
+  push(x: T): void {
+    if (!this.out && this.kept < this.previous.length && this.previous[this.kept] === x) this.kept++;
+    else (this.out ??= this.previous.slice(0, this.kept)).push(x);
+  }
+
+  some(test: (x: T) => boolean): boolean {
+    if (this.out) return this.out.some(test);
+    for (let i = 0; i < this.kept; i++) if (test(this.previous[i])) return true;
+    return false;
+  }
+
+  list(): T[] {
+    return this.out ?? (this.kept === this.previous.length ? this.previous : this.previous.slice(0, this.kept));
+  }
+}
 const sameStrings = (a: readonly string[], b: readonly string[]) => sameList(a, b, same);
 /** Shared by every result without errors and every virtual server without source ranges (never changed in place). */
 const NO_ERRORS: ObjectError[] = Object.freeze([]) as unknown as ObjectError[];
@@ -501,7 +528,7 @@ export function desiredForService(
     if (!families.has(ip.family)) errors.push({ object, reason: `${ip.address} is IPv${ip.family}, which the Service's clusterIPs do not have; skipped` });
   }
 
-  const virtualServers: DesiredVirtualServer[] = [];
+  const virtualServers = new ListLike(previous?.virtualServers);
   const reported = new Set<string>();
   const seen = new Set<string>();
   const keys = new Set<string>();
@@ -566,8 +593,9 @@ export function desiredForService(
   }
   if (ports.length === 0) errors.push({ object, reason: 'spec.ports is empty' });
   // Bound to kube-ipvs0: the ClusterIPs, and external/load-balancer IPs that no other interface has.
-  const addresses: LinkAddress[] = [];
-  for (const v of virtualServers) {
+  const servers = virtualServers.list();
+  const addresses = new ListLike(previous?.addresses);
+  for (const v of servers) {
     if (v.kind === 'NodePort' || (v.kind !== 'ClusterIP' && node.localAddresses.has(v.service.address))) continue;
     if (addresses.some((a) => a.address === v.service.address)) continue;
     const family = v.service.family;
@@ -578,15 +606,11 @@ export function desiredForService(
   const hc = spec.healthCheckNodePort;
   const healthCheck = type === 'LoadBalancer' && externalLocal && validPort(hc) ? { port: hc, localEndpoints: localEndpoints ?? 0 } : undefined;
   // All of it as last time: last time's result itself, so that an unchanged Service leaves no garbage.
-  if (previous && previous.valid && !errors.length && !previous.errors.length && sameList(virtualServers, previous.virtualServers, same) &&
-    sameList(addresses, previous.addresses, same) && healthCheck?.port === previous.healthCheck?.port &&
+  const bound = addresses.list();
+  if (previous && previous.valid && !errors.length && !previous.errors.length && servers === previous.virtualServers &&
+    bound === previous.addresses && healthCheck?.port === previous.healthCheck?.port &&
     healthCheck?.localEndpoints === previous.healthCheck?.localEndpoints) return previous;
-  const result: ServiceResult = {
-    virtualServers: previous && sameList(virtualServers, previous.virtualServers, same) ? previous.virtualServers : virtualServers,
-    addresses: previous && sameList(addresses, previous.addresses, same) ? previous.addresses : addresses,
-    errors: errors.length ? errors : NO_ERRORS,
-    valid: true,
-  };
+  const result: ServiceResult = { virtualServers: servers, addresses: bound, errors: errors.length ? errors : NO_ERRORS, valid: true };
   if (healthCheck) result.healthCheck = healthCheck;
   return result;
 }
