@@ -284,7 +284,8 @@ function realServers(eps: EndpointSet, sel: Selection, family: Family, previous:
     if (!out && kept < previous.length && isRealServer(previous[kept], family, address, port)) kept++;
     else (out ??= previous.slice(0, kept)).push(realServer(family, address, port));
   }
-  return out ?? (kept === previous.length ? previous : previous.slice(0, kept));
+  if (out) return out.slice(); // of exact length, as in ListLike.list
+  return kept === previous.length ? previous : previous.slice(0, kept);
 }
 
 /** Scheduler and flag bits for a Service: its annotations over the config. */
@@ -388,8 +389,10 @@ class ListLike<T> {
     return false;
   }
 
+  /** The list; a new one is a copy of exact length (a list grown by push keeps room for 16 more items). */
   list(): T[] {
-    return this.out ?? (this.kept === this.previous.length ? this.previous : this.previous.slice(0, this.kept));
+    if (this.out) return this.out.slice();
+    return this.kept === this.previous.length ? this.previous : this.previous.slice(0, this.kept);
   }
 }
 const sameStrings = (a: readonly string[], b: readonly string[]) => sameList(a, b, same);
