@@ -7,7 +7,7 @@
 import { setImmediate as nextTurn } from 'node:timers';
 import ipaddr from 'ipaddr.js';
 import { KernelError, errnoNumber } from '../errors.js';
-import { canonicalAddress, describeOp, destinationKey, serviceKey } from './ids.js';
+import { canonicalAddress, describeOp, destinationKey as hostPortKey, serviceKey } from './ids.js';
 import type {
   ApplyResult,
   Destination,
@@ -26,6 +26,21 @@ import type {
   VirtualServer,
   VirtualServerStatus,
 } from './types.js';
+
+/** ':8080' and the like, one string per port number. */
+const portSuffixes = new Map<number, string>();
+
+/**
+ * How the fake keys a real server within its service: IPv4 'address:port' made of the address and one
+ * shared ':port' string (a template literal made each key of three strings, 7 MB at 10k × 10), IPv6 as
+ * ids.ts writes it.
+ */
+function destinationKey(d: DestinationId): string {
+  if (d.family === 6) return hostPortKey(d);
+  let suffix = portSuffixes.get(d.port);
+  if (suffix === undefined) portSuffixes.set(d.port, (suffix = `:${d.port}`));
+  return d.address + suffix;
+}
 
 /** Schedulers a stock kernel ships (ip_vs_<name>.ko); 'none' binds no scheduler and is accepted too. */
 export const SCHEDULERS: ReadonlySet<string> = new Set(
