@@ -18,6 +18,7 @@ import { nodeAddresses, parseCidrs, sameNode, ZONE_LABEL } from './node.js';
 import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
 import type { Overlap } from './runner.js';
 import { GracefulTermination, type GracefulOptions } from './graceful.js';
+import { SetMap } from './setmap.js';
 import { partFromAddress, partFromVirtualServer, type NftGlobals, type NftPart } from '../nft/model.js';
 
 export const DUMMY_LINK = 'kube-ipvs0';
@@ -126,13 +127,13 @@ export class Reconciler {
   private readonly healthChecked = new Map<string, ServiceResult>();
   /** EndpointSlice key → the Service it belongs to, to find slices by Service. */
   private readonly sliceOwner = new Map<string, string>();
-  private readonly slicesByService = new Map<string, Set<string>>();
+  private readonly slicesByService = new SetMap();
   private readonly desired: DesiredState = { services: new Map(), addresses: new Map() };
   /** Which Service holds each kernel service key / address (first claim wins on a conflict). */
   private readonly claims = new Map<string, string>();
   /** Every Service whose result asks for a kernel service key, in claim order: the next holder when one lets go. */
-  private readonly wanted = new Map<string, Set<string>>();
-  private readonly addressClaims = new Map<string, Set<string>>();
+  private readonly wanted = new SetMap();
+  private readonly addressClaims = new SetMap();
   private observed: ObservedState | undefined;
   /** While a full sync reads the kernel beside partial syncs: what those wrote (or tried to). */
   private racing: Raced | undefined;
@@ -185,16 +186,14 @@ export class Reconciler {
   private indexSlice(key: string, slice: V1EndpointSlice | undefined): void {
     const before = this.sliceOwner.get(key);
     if (before) {
-      this.slicesByService.get(before)?.delete(key);
+      this.slicesByService.delete(before, key);
       this.sliceOwner.delete(key);
     }
     const name = slice?.metadata?.labels?.[SERVICE_NAME_LABEL];
     if (!slice || !name) return;
     const owner = `${slice.metadata?.namespace ?? 'default'}/${name}`;
     this.sliceOwner.set(key, owner);
-    let set = this.slicesByService.get(owner);
-    if (!set) this.slicesByService.set(owner, (set = new Set()));
-    set.add(key);
+    this.slicesByService.add(owner, key);
   }
 
   private refreshConfig(): void {
@@ -237,7 +236,7 @@ export class Reconciler {
     let result: ServiceResult | undefined;
     if (svc) {
       const slices: V1EndpointSlice[] = [];
-      for (const k of this.slicesByService.get(key) ?? []) {
+      for (const k of this.slicesByService.values(key)) {
         const slice = snap.endpointSlices.get(k);
         if (slice) slices.push(slice);
       }
@@ -269,14 +268,12 @@ export class Reconciler {
     }
     for (const vs of old?.virtualServers ?? []) {
       touched.services.add(vs.key);
-      const others = this.wanted.get(vs.key);
-      others?.delete(key);
-      if (others?.size === 0) this.wanted.delete(vs.key);
+      this.wanted.delete(vs.key, key);
       if (this.claims.get(vs.key) !== key) continue;
       this.claims.delete(vs.key);
       this.desired.services.delete(vs.key);
       // Hand the virtual server to the next Service that wants it (the oldest contender).
-      const next = others?.values().next().value;
+      const next = this.wanted.first(vs.key);
       const theirs = next === undefined ? undefined : this.results.get(next)?.virtualServers.find((v) => v.key === vs.key);
       if (next !== undefined && theirs) {
         this.claims.set(vs.key, next);
@@ -286,12 +283,7 @@ export class Reconciler {
     }
     for (const a of old?.addresses ?? []) {
       touched.addresses.add(a.address);
-      const holders = this.addressClaims.get(a.address);
-      holders?.delete(key);
-      if (holders && holders.size === 0) {
-        this.addressClaims.delete(a.address);
-        this.desired.addresses.delete(a.address);
-      }
+      if (this.addressClaims.delete(a.address, key)) this.desired.addresses.delete(a.address);
     }
     if (!result) {
       this.results.delete(key);
@@ -303,9 +295,7 @@ export class Reconciler {
     else this.healthChecked.delete(key);
     for (const vs of result.virtualServers) {
       touched.services.add(vs.key);
-      let contenders = this.wanted.get(vs.key);
-      if (!contenders) this.wanted.set(vs.key, (contenders = new Set()));
-      contenders.add(key);
+      this.wanted.add(vs.key, key);
       const holder = this.claims.get(vs.key);
       if (holder && holder !== key) {
         this.log.error(`Service ${key}: ${vs.key} is already served for Service ${holder}; skipped`, { service: key });
@@ -316,9 +306,7 @@ export class Reconciler {
     }
     for (const a of result.addresses) {
       touched.addresses.add(a.address);
-      let holders = this.addressClaims.get(a.address);
-      if (!holders) this.addressClaims.set(a.address, (holders = new Set()));
-      holders.add(key);
+      this.addressClaims.add(a.address, key);
       this.desired.addresses.set(a.address, a);
     }
   }
