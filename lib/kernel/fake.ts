@@ -87,7 +87,8 @@ interface ServiceEntry {
   destinations: Map<string, DestinationEntry>;
 }
 
-type DestinationEntry = Omit<DestinationStatus, 'stats'> & { stats?: Stats };
+/** Connection counts, like stats, are kept only once a test sets them (setConnections): until then they read as 0. */
+type DestinationEntry = Destination & Partial<Pick<DestinationStatus, 'activeConns' | 'inactiveConns' | 'persistConns'>> & { stats?: Stats };
 
 interface Link {
   ifindex: number;
@@ -125,7 +126,7 @@ const serviceStatus = ({ service: s, stats }: ServiceEntry, zero = zeroStats()):
 const destinationStatus = (d: DestinationEntry, zero = zeroStats()): DestinationStatus => ({
   family: d.family, address: d.address, port: d.port,
   forward: d.forward, weight: d.weight, upperThreshold: d.upperThreshold, lowerThreshold: d.lowerThreshold,
-  activeConns: d.activeConns, inactiveConns: d.inactiveConns, persistConns: d.persistConns,
+  activeConns: d.activeConns ?? 0, inactiveConns: d.inactiveConns ?? 0, persistConns: d.persistConns ?? 0,
   stats: d.stats ? { ...d.stats } : zero,
 });
 
@@ -133,7 +134,6 @@ const destinationStatus = (d: DestinationEntry, zero = zeroStats()): Destination
 const destinationEntry = (d: Destination): DestinationEntry => ({
   family: d.family, address: d.address, port: d.port,
   forward: d.forward, weight: d.weight, upperThreshold: d.upperThreshold, lowerThreshold: d.lowerThreshold,
-  activeConns: 0, inactiveConns: 0, persistConns: 0,
 });
 
 const zeroCounters = (): FakeCounters => ({
@@ -413,9 +413,9 @@ export class FakeKernel implements Kernel {
     conns: Partial<Pick<DestinationStatus, 'activeConns' | 'inactiveConns' | 'persistConns'>>,
   ): void {
     const d = this.hook(() => this.destination(service, destination), 'setConnections');
-    d.activeConns = conns.activeConns ?? d.activeConns;
-    d.inactiveConns = conns.inactiveConns ?? d.inactiveConns;
-    d.persistConns = conns.persistConns ?? d.persistConns;
+    d.activeConns = conns.activeConns ?? d.activeConns ?? 0;
+    d.inactiveConns = conns.inactiveConns ?? d.inactiveConns ?? 0;
+    d.persistConns = conns.persistConns ?? d.persistConns ?? 0;
   }
 
   /** Sets counters of a service, or of one of its destinations. Throws ESRCH/ENOENT if missing. */
