@@ -130,11 +130,6 @@ const destinationStatus = (d: DestinationEntry, zero = zeroStats()): Destination
   stats: d.stats ? { ...d.stats } : zero,
 });
 
-/** A new real server: no connections yet. */
-const destinationEntry = (d: Destination): DestinationEntry => ({
-  family: d.family, address: d.address, port: d.port,
-  forward: d.forward, weight: d.weight, upperThreshold: d.upperThreshold, lowerThreshold: d.lowerThreshold,
-});
 
 const zeroCounters = (): FakeCounters => ({
   batches: 0,
@@ -200,7 +195,10 @@ function destinationId(d: DestinationId): DestinationId {
   return { family: d.family, address: canonical(d.family, d.address), port: d.port };
 }
 
-/** NEW/SET_DEST settings: a destination of the other family only by tunnel (EINVAL), weight and thresholds ERANGE. */
+/**
+ * NEW/SET_DEST settings: a destination of the other family only by tunnel (EINVAL), weight and thresholds
+ * ERANGE. `d` is an op's private copy (snapshot), returned itself when its address is canonical already.
+ */
 function destinationSettings(service: ServiceId, d: Destination): Destination {
   checkFamily(d.family); // destinationId's checks, without its object
   checkPort(d.port);
@@ -208,6 +206,7 @@ function destinationSettings(service: ServiceId, d: Destination): Destination {
   if (d.family !== service.family && d.forward !== 'tunnel') refuse('EINVAL');
   if (!isU(d.weight, MAX_WEIGHT)) refuse('ERANGE');
   if (d.lowerThreshold > d.upperThreshold) refuse('ERANGE');
+  if (address === d.address) return d;
   return {
     family: d.family, address, port: d.port,
     forward: d.forward, weight: d.weight, upperThreshold: d.upperThreshold, lowerThreshold: d.lowerThreshold,
@@ -555,7 +554,9 @@ export class FakeKernel implements Kernel {
         const key = destinationKey(d);
         if (entry.destinations.has(key)) refuse('EEXIST');
         if (!this.isUnicast(d)) refuse('EINVAL');
-        entry.destinations.set(key, destinationEntry(d));
+        // A new real server (no connections yet): the op's private copy itself, so that a cold sync's
+        // 100,000 copies become the table instead of garbage.
+        entry.destinations.set(key, d);
         return;
       }
       case 'updateDestination': {
