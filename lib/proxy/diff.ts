@@ -62,10 +62,15 @@ export interface DesiredState {
   addresses: Map<string, LinkAddress>;
 }
 
-/** Limits a diff to some service keys and addresses (a partial sync); absent = everything. */
+/**
+ * Limits a diff to some service keys and addresses (a partial sync); absent = everything. A key may be
+ * named more than once: its ops are made once, at its first place. (Lists rather than Sets: a full
+ * recompute names every key, and a Set of 10,000 grows through tables big enough for V8's large-object
+ * space, garbage that only a full collection frees.)
+ */
 export interface Scope {
-  services: ReadonlySet<string>;
-  addresses: ReadonlySet<string>;
+  services: readonly string[];
+  addresses: readonly string[];
 }
 
 /**
@@ -146,21 +151,43 @@ export function diff(desired: DesiredState, observed: ObservedState, ifname: str
   const serviceKeys = scope ? scope.services : union(desired.services, observed.services);
   const addressKeys = scope ? scope.addresses : [...union(desired.addresses, observed.addresses)];
   const ops: KernelOp[] = [];
+  // With a scope, the keys and addresses that made ops, so that one named again makes none (few: most make none).
+  const done = scope && new Set<string>();
 
   for (const a of addressKeys) {
     const want = desired.addresses.get(a);
-    if (want && !observed.addresses.has(a)) ops.push({ kind: 'addAddress', ifname, address: want });
+    if (want && !observed.addresses.has(a) && !done?.has(a)) {
+      ops.push({ kind: 'addAddress', ifname, address: want });
+      done?.add(a);
+    }
   }
 
   const stale: KernelOp[] = [];
   for (const key of serviceKeys) {
+    if (done?.has(key)) continue;
+    const made = ops.length + stale.length;
+    diffService(key);
+    if (done && ops.length + stale.length > made) done.add(key);
+  }
+  for (const op of stale) ops.push(op);
+
+  for (const a of addressKeys) {
+    const have = observed.addresses.get(a);
+    if (have && !desired.addresses.has(a) && !done?.has(a)) {
+      ops.push({ kind: 'deleteAddress', ifname, address: have });
+      done?.add(a);
+    }
+  }
+  return ops;
+
+  function diffService(key: string): void {
     const want = desired.services.get(key);
     const have = observed.services.get(key);
     if (!want) {
       const owned = have &&
         ((have.service.flags & SVC_F_KIPVS) !== 0 || observed.addresses.has(have.service.address) || desired.addresses.has(have.service.address));
       if (owned) stale.push({ kind: 'deleteService', service: have.service });
-      continue;
+      return;
     }
     const service = target(want, have?.service);
     if (!have) ops.push({ kind: 'addService', service });
@@ -181,13 +208,6 @@ export function diff(desired: DesiredState, observed: ObservedState, ifname: str
       for (const d of have.destinations.values()) if (!wanted.get(d)) ops.push({ kind: 'deleteDestination', service, destination: d });
     }
   }
-  for (const op of stale) ops.push(op);
-
-  for (const a of addressKeys) {
-    const have = observed.addresses.get(a);
-    if (have && !desired.addresses.has(a)) ops.push({ kind: 'deleteAddress', ifname, address: have });
-  }
-  return ops;
 }
 
 /** Folds the ops the kernel accepted into the observed state, so a partial sync can diff without a dump. */

@@ -69,6 +69,12 @@ export interface Firewall {
   update(globals: NftGlobals, parts: ReadonlyMap<string, NftPart | undefined>, opts: { full?: boolean }): Promise<boolean>;
 }
 
+/** The service keys and addresses a sync's recomputes touched, in order, a key possibly more than once (diff's Scope). */
+interface Touched {
+  services: string[];
+  addresses: string[];
+}
+
 /** The virtual servers (service keys) and addresses written during a full sync's read; removed: any deleted. */
 interface Raced {
   services: Set<string>;
@@ -230,7 +236,7 @@ export class Reconciler {
   }
 
   /** Recomputes one Service's desired state and swaps its claims; returns the kernel keys it touched. */
-  private recompute(key: string, touched: { services: Set<string>; addresses: Set<string> }): void {
+  private recompute(key: string, touched: Touched): void {
     const snap = this.source.snapshot();
     const svc = snap.services.get(key);
     let result: ServiceResult | undefined;
@@ -262,12 +268,12 @@ export class Reconciler {
     if (old && result && sameDesired(old, result) && old.virtualServers.every((vs) => this.claims.get(vs.key) === key)) {
       // Already in force, claims and all: keep the objects we hold, so an unchanged Service (most of
       // them when a Node change or a relist recomputes everything) leaves no garbage. Still diffed.
-      for (const vs of old.virtualServers) touched.services.add(vs.key);
-      for (const a of old.addresses) touched.addresses.add(a.address);
+      for (const vs of old.virtualServers) touched.services.push(vs.key);
+      for (const a of old.addresses) touched.addresses.push(a.address);
       return;
     }
     for (const vs of old?.virtualServers ?? []) {
-      touched.services.add(vs.key);
+      touched.services.push(vs.key);
       this.wanted.delete(vs.key, key);
       if (this.claims.get(vs.key) !== key) continue;
       this.claims.delete(vs.key);
@@ -282,7 +288,7 @@ export class Reconciler {
       }
     }
     for (const a of old?.addresses ?? []) {
-      touched.addresses.add(a.address);
+      touched.addresses.push(a.address);
       if (this.addressClaims.delete(a.address, key)) this.desired.addresses.delete(a.address);
     }
     if (!result) {
@@ -294,7 +300,7 @@ export class Reconciler {
     if (result.healthCheck) this.healthChecked.set(key, result);
     else this.healthChecked.delete(key);
     for (const vs of result.virtualServers) {
-      touched.services.add(vs.key);
+      touched.services.push(vs.key);
       this.wanted.add(vs.key, key);
       const holder = this.claims.get(vs.key);
       if (holder && holder !== key) {
@@ -305,7 +311,7 @@ export class Reconciler {
       this.desired.services.set(vs.key, vs);
     }
     for (const a of result.addresses) {
-      touched.addresses.add(a.address);
+      touched.addresses.push(a.address);
       this.addressClaims.add(a.address, key);
       this.desired.addresses.set(a.address, a);
     }
@@ -322,7 +328,7 @@ export class Reconciler {
     const t0 = performance.now();
     this.refreshConfig();
     const full = !this.racing && (opts.full || this.needFull || !this.observed);
-    const touched = { services: new Set<string>(), addresses: new Set<string>() };
+    const touched: Touched = { services: [], addresses: [] };
     let t1 = t0;
     let timeoutsError: string | undefined;
     try {
@@ -338,7 +344,7 @@ export class Reconciler {
       }
       this.dirty.clear();
       // Draining real servers are diffed on every sync until their delete is written.
-      if (!full) for (const key of this.graceful.serviceKeys()) touched.services.add(key);
+      if (!full) for (const key of this.graceful.serviceKeys()) touched.services.push(key);
       t1 = performance.now();
       let table: IpvsTable | undefined;
       if (full) {
@@ -375,7 +381,7 @@ export class Reconciler {
       // connection before its masquerade and filter elements exist (a NodePort answered unmasqueraded
       // breaks the reply path). A failure still lets the IPVS writes go ahead and fails the sync.
       // Re-applied whole on full syncs to repair drift.
-      const firewallOk = !this.firewall || (!full && !touched.services.size && !touched.addresses.size) || (await this.syncFirewall(full, touched));
+      const firewallOk = !this.firewall || (!full && !touched.services.length && !touched.addresses.length) || (await this.syncFirewall(full, touched));
       const t4 = performance.now();
       if (this.racing) noteRaced(this.racing, ops);
       const result = ops.length ? await this.kernel.apply(ops) : { applied: 0, errors: [] };
@@ -413,7 +419,7 @@ export class Reconciler {
    * Applies the nftables table for the desired state: whole on full syncs, else only the touched virtual
    * servers' and addresses' parts. A failure is logged and fails the sync (retried by a full one).
    */
-  private async syncFirewall(full: boolean, touched: { services: Set<string>; addresses: Set<string> }): Promise<boolean> {
+  private async syncFirewall(full: boolean, touched: Touched): Promise<boolean> {
     try {
       const parts = new Map<string, NftPart | undefined>();
       for (const key of full ? this.desired.services.keys() : touched.services) {

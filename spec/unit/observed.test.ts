@@ -2,12 +2,12 @@
 // entries where the dump shows exactly them (no new objects for an unchanged table) and takes everything
 // else, drift included, from the dump.
 import { FakeKernel } from '../../lib/kernel/fake.js';
-import { serviceKey } from '../../lib/kernel/ids.js';
+import { serviceKey, SVC_F_KIPVS } from '../../lib/kernel/ids.js';
 import type { Destination, KernelOp, LinkAddress, VirtualServer } from '../../lib/kernel/types.js';
-import { observedFromKernel } from '../../lib/proxy/diff.js';
+import { diff, observedFromKernel } from '../../lib/proxy/diff.js';
 
 const vs = (address: string, scheduler = 'rr'): VirtualServer => ({
-  family: 4, protocol: 'TCP', address, port: 80, fwmark: 0, scheduler, flags: 0, timeout: 0, netmask: 0xffffffff, peName: '',
+  family: 4, protocol: 'TCP', address, port: 80, fwmark: 0, scheduler, flags: SVC_F_KIPVS, timeout: 0, netmask: 0xffffffff, peName: '',
 });
 const rs = (address: string, weight = 1): Destination => ({ family: 4, address, port: 8080, forward: 'masq', weight, upperThreshold: 0, lowerThreshold: 0 });
 const vip = (address: string, prefixLength = 32): LinkAddress => ({ family: 4, address, prefixLength });
@@ -70,4 +70,27 @@ test('an address bound with another prefix length is taken from the dump', async
   k.inject({ kind: 'deleteAddress', ifname: 'kube-ipvs0', address: vip('10.96.0.1') }, { kind: 'addAddress', ifname: 'kube-ipvs0', address: vip('10.96.0.1', 24) });
   const again = await read(k);
   expect(observedFromKernel(again.table, again.bound, undefined, kept).addresses.get('10.96.0.1')).toEqual(vip('10.96.0.1', 24));
+});
+
+test('diff: a scope naming a key or an address more than once makes its ops once, in the place of its first naming', async () => {
+  const k = await kernelWith(...program);
+  const first = await read(k);
+  const observed = observedFromKernel(first.table, first.bound);
+  const C = vs('10.96.0.3');
+  const desired = {
+    services: new Map([
+      [serviceKey(A), { key: serviceKey(A), owner: 'default/a:http', service: A, destinations: [rs('10.244.0.1'), rs('10.244.0.7')], kind: 'ClusterIP' as const, local: false, sourceRanges: [] }],
+      [serviceKey(C), { key: serviceKey(C), owner: 'default/c:http', service: C, destinations: [rs('10.244.0.8')], kind: 'ClusterIP' as const, local: false, sourceRanges: [] }],
+    ]),
+    addresses: new Map([['10.96.0.3', vip('10.96.0.3')]]),
+  };
+  const once = diff(desired, observed, 'kube-ipvs0', { services: [serviceKey(A), serviceKey(B), serviceKey(C)], addresses: ['10.96.0.1', '10.96.0.3'] });
+  const twice = diff(desired, observed, 'kube-ipvs0', {
+    services: [serviceKey(A), serviceKey(B), serviceKey(A), serviceKey(C), serviceKey(B), serviceKey(C)],
+    addresses: ['10.96.0.1', '10.96.0.3', '10.96.0.1', '10.96.0.3'],
+  });
+  expect(once.map((op) => op.kind)).toEqual([
+    'addAddress', 'addDestination', 'deleteDestination', 'addService', 'addDestination', 'deleteService', 'deleteAddress',
+  ]);
+  expect(twice).toEqual(once);
 });
