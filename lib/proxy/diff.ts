@@ -11,38 +11,72 @@ import type { DesiredVirtualServer } from './desired.js';
 
 const SCHED_BITS = 0x8 | 0x10 | 0x20;
 
+/** Up to this many real servers a Destinations keeps in one list (most virtual servers); beyond, in maps. */
+const SMALL = 16;
+
 /**
  * The real servers of one virtual server, by port and then address. IPVS tells them apart by
  * address:port; indexing by the parts looks them up with the address strings we already hold (their
  * hashes are cached) instead of building an 'address:port' string per lookup, which made up most of
- * a full diff's time. Nearly always one port, so one inner map.
+ * a full diff's time. Up to SMALL of them are one list, searched in order (the addresses are mostly the
+ * very strings desired state holds): two maps per virtual server were 7 MB of an agent's 10k × 10.
+ * Either way values() lists them by port (ports in the order first added), then in the order added.
  */
 export class Destinations {
-  private readonly byPort = new Map<number, Map<string, Destination>>();
+  private list: Destination[] | undefined = [];
+  private byPort: Map<number, Map<string, Destination>> | undefined;
 
   get(id: DestinationId): Destination | undefined {
-    return this.byPort.get(id.port)?.get(id.address);
+    if (!this.list) return this.byPort!.get(id.port)?.get(id.address);
+    for (const d of this.list) if (d.port === id.port && d.address === id.address) return d;
+    return undefined;
   }
 
   set(d: Destination): void {
-    let byAddress = this.byPort.get(d.port);
-    if (!byAddress) this.byPort.set(d.port, (byAddress = new Map()));
-    byAddress.set(d.address, d);
+    const list = this.list;
+    if (!list) return this.mapSet(d);
+    let after = -1; // the last of d's port: a new one goes right after it, as the maps would list it
+    for (let i = 0; i < list.length; i++) {
+      if (list[i].port !== d.port) continue;
+      if (list[i].address === d.address) return void (list[i] = d);
+      after = i;
+    }
+    if (list.length >= SMALL) {
+      this.list = undefined;
+      this.byPort = new Map();
+      for (const e of list) this.mapSet(e);
+      return this.mapSet(d);
+    }
+    if (after < 0 || after === list.length - 1) list.push(d);
+    else list.splice(after + 1, 0, d);
   }
 
   delete(id: DestinationId): void {
-    const byAddress = this.byPort.get(id.port);
-    if (byAddress?.delete(id.address) && byAddress.size === 0) this.byPort.delete(id.port);
+    if (this.list) {
+      const i = this.list.findIndex((d) => d.port === id.port && d.address === id.address);
+      if (i >= 0) this.list.splice(i, 1);
+      return;
+    }
+    const byAddress = this.byPort!.get(id.port);
+    if (byAddress?.delete(id.address) && byAddress.size === 0) this.byPort!.delete(id.port);
   }
 
   get size(): number {
+    if (this.list) return this.list.length;
     let n = 0;
-    for (const byAddress of this.byPort.values()) n += byAddress.size;
+    for (const byAddress of this.byPort!.values()) n += byAddress.size;
     return n;
   }
 
   *values(): IterableIterator<Destination> {
-    for (const byAddress of this.byPort.values()) yield* byAddress.values();
+    if (this.list) yield* this.list;
+    else for (const byAddress of this.byPort!.values()) yield* byAddress.values();
+  }
+
+  private mapSet(d: Destination): void {
+    let byAddress = this.byPort!.get(d.port);
+    if (!byAddress) this.byPort!.set(d.port, (byAddress = new Map()));
+    byAddress.set(d.address, d);
   }
 }
 

@@ -4,7 +4,7 @@
 import { FakeKernel } from '../../lib/kernel/fake.js';
 import { serviceKey, SVC_F_KIPVS } from '../../lib/kernel/ids.js';
 import type { Destination, KernelOp, LinkAddress, VirtualServer } from '../../lib/kernel/types.js';
-import { diff, observedFromKernel } from '../../lib/proxy/diff.js';
+import { Destinations, diff, observedFromKernel } from '../../lib/proxy/diff.js';
 
 const vs = (address: string, scheduler = 'rr'): VirtualServer => ({
   family: 4, protocol: 'TCP', address, port: 80, fwmark: 0, scheduler, flags: SVC_F_KIPVS, timeout: 0, netmask: 0xffffffff, peName: '',
@@ -93,4 +93,28 @@ test('diff: a scope naming a key or an address more than once makes its ops once
     'addAddress', 'addDestination', 'deleteDestination', 'addService', 'addDestination', 'deleteService', 'deleteAddress',
   ]);
   expect(twice).toEqual(once);
+});
+
+test.each([5, 24])('Destinations of up to %s addresses × 3 ports: as a list (up to 16) or maps, the same lookups, sizes and order (by port as first added, then as added)', (addresses) => {
+  // The reference: by port, then address, in JavaScript Maps' insertion order.
+  const model = new Map<number, Map<string, Destination>>();
+  const d = new Destinations();
+  let seed = 7;
+  const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
+  for (let step = 0; step < 2000; step++) {
+    const x: Destination = { ...rs(`10.244.0.${rnd(addresses)}`, 1 + rnd(3)), port: 8080 + rnd(3) };
+    if (rnd(3) === 0) {
+      d.delete(x);
+      if (model.get(x.port)?.delete(x.address) && model.get(x.port)!.size === 0) model.delete(x.port);
+    } else {
+      d.set(x);
+      if (!model.has(x.port)) model.set(x.port, new Map());
+      model.get(x.port)!.set(x.address, x);
+    }
+    const want = [...model.values()].flatMap((m) => [...m.values()]);
+    expect([...d.values()]).toEqual(want);
+    expect(d.size).toBe(want.length);
+    const probe = { family: 4 as const, address: `10.244.0.${rnd(addresses)}`, port: 8080 + rnd(3) };
+    expect(d.get(probe)).toBe(model.get(probe.port)?.get(probe.address));
+  }
 });
