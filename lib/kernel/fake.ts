@@ -377,7 +377,7 @@ export class FakeKernel implements Kernel {
   listAddresses(ifname: string): Promise<LinkAddress[]> {
     return this.later(`listAddresses dev ${ifname}`, () => {
       this.counters.reads++;
-      return [...this.link(ifname).addresses.values()].map((a) => ({ ...a }));
+      return [...this.link(ifname).addresses.values()].map((a) => ({ family: a.family, address: a.address, prefixLength: a.prefixLength }));
     });
   }
 

@@ -117,6 +117,9 @@ export interface Scope {
  * included, gets an entry of its own from the dump.
  */
 export function observedFromKernel(table: IpvsTable, bound: readonly LinkAddress[], desired?: DesiredState, kept?: ObservedState): ObservedState {
+  // All of it as kept, in the same order: the kept maps themselves (10,000 entries each, in tables big
+  // enough for V8's large-object space, which only a full collection frees).
+  if (kept && sameServices(kept.services, table) && sameAddresses(kept.addresses, bound)) return { services: kept.services, addresses: kept.addresses };
   const services = new Map<string, ObservedService>();
   for (const { service: s, destinations } of table.services) {
     const key = serviceKey(s);
@@ -151,6 +154,28 @@ export function observedFromKernel(table: IpvsTable, bound: readonly LinkAddress
     addresses.set(a.address, was && was.family === a.family && was.prefixLength === a.prefixLength ? was : a);
   }
   return { services, addresses };
+}
+
+/** Whether `kept` lists exactly the dump's virtual servers and real servers, in the dump's order. */
+function sameServices(kept: ReadonlyMap<string, ObservedService>, table: IpvsTable): boolean {
+  if (kept.size !== table.services.length) return false;
+  let i = 0;
+  for (const was of kept.values()) {
+    const { service, destinations } = table.services[i++];
+    if (!sameVirtualServer(was.service, service) || !sameDestinations(was.destinations, destinations)) return false;
+  }
+  return true;
+}
+
+/** Whether `kept` lists exactly the bound addresses, in their order. */
+function sameAddresses(kept: ReadonlyMap<string, LinkAddress>, bound: readonly LinkAddress[]): boolean {
+  if (kept.size !== bound.length) return false;
+  let i = 0;
+  for (const was of kept.values()) {
+    const a = bound[i++];
+    if (was.address !== a.address || was.family !== a.family || was.prefixLength !== a.prefixLength) return false;
+  }
+  return true;
 }
 
 /** Whether `observed` holds exactly the real servers of a dump (each equal in every field, none more). */
