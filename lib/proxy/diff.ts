@@ -6,7 +6,7 @@
 // else in the IPVS table belongs to someone else and is never changed.
 
 import { sameRealServer, sameVirtualServer, serviceKey, SVC_F_KIPVS } from '../kernel/ids.js';
-import type { Destination, DestinationId, IpvsTable, KernelOp, LinkAddress, VirtualServer } from '../kernel/types.js';
+import type { Destination, DestinationId, IpvsTable, KernelOp, LinkAddress, ServiceId, VirtualServer } from '../kernel/types.js';
 import type { DesiredVirtualServer } from './desired.js';
 
 const SCHED_BITS = 0x8 | 0x10 | 0x20;
@@ -271,6 +271,17 @@ export function diff(desired: DesiredState, observed: ObservedState, ifname: str
 
 /** Folds the ops the kernel accepted into the observed state, so a partial sync can diff without a dump. */
 export function applyToObserved(observed: ObservedState, ops: readonly KernelOp[], failed: ReadonlySet<number>): void {
+  // The entry of the last op's service: a service's ops come one after the other and share its object,
+  // so its key is made once per service rather than once per real server (120,000 keys at a cold sync).
+  let lastService: ServiceId | undefined;
+  let lastEntry: ObservedService | undefined;
+  const entry = (service: ServiceId) => {
+    if (service !== lastService) {
+      lastService = service;
+      lastEntry = observed.services.get(serviceKey(service));
+    }
+    return lastEntry;
+  };
   ops.forEach((op, i) => {
     if (failed.has(i)) return;
     switch (op.kind) {
@@ -281,22 +292,25 @@ export function applyToObserved(observed: ObservedState, ops: readonly KernelOp[
         observed.addresses.delete(op.address.address);
         break;
       case 'addService':
-        observed.services.set(serviceKey(op.service), { service: op.service, destinations: new Destinations() });
+        lastService = op.service;
+        lastEntry = { service: op.service, destinations: new Destinations() };
+        observed.services.set(serviceKey(op.service), lastEntry);
         break;
       case 'updateService': {
-        const s = observed.services.get(serviceKey(op.service));
+        const s = entry(op.service);
         if (s) s.service = op.service;
         break;
       }
       case 'deleteService':
+        lastService = undefined;
         observed.services.delete(serviceKey(op.service));
         break;
       case 'addDestination':
       case 'updateDestination':
-        observed.services.get(serviceKey(op.service))?.destinations.set(op.destination);
+        entry(op.service)?.destinations.set(op.destination);
         break;
       case 'deleteDestination':
-        observed.services.get(serviceKey(op.service))?.destinations.delete(op.destination);
+        entry(op.service)?.destinations.delete(op.destination);
         break;
     }
   });
