@@ -284,7 +284,8 @@ function realServers(eps: EndpointSet, sel: Selection, family: Family, previous:
     if (!out && kept < previous.length && isRealServer(previous[kept], family, address, port)) kept++;
     else (out ??= previous.slice(0, kept)).push(realServer(family, address, port));
   }
-  return out ?? (kept === previous.length ? previous : previous.slice(0, kept));
+  if (out) return out.slice(); // of exact length, as in ListLike.list
+  return kept === previous.length ? previous : previous.slice(0, kept);
 }
 
 /** Scheduler and flag bits for a Service: its annotations over the config. */
@@ -336,6 +337,10 @@ const virtualServer = ({ ip, protocol, port, sched, aff }: ServiceSettings): Vir
   peName: '',
 });
 
+/** Whether `s` has the identity virtualServer(w) makes (family, protocol, address, port; no fwmark). */
+const isSameId = (s: VirtualServer, { ip, protocol, port }: ServiceSettings): boolean =>
+  s.port === port && s.address === ip.address && s.protocol === protocol && s.family === ip.family && s.fwmark === 0;
+
 /** Whether `v` has what virtualServer(w) makes (and keepScheduler as w asks). */
 function isVirtualServer(v: DesiredVirtualServer, { ip, protocol, port, sched, aff }: ServiceSettings): boolean {
   const s = v.service;
@@ -360,7 +365,40 @@ function affinity(svc: V1Service, errors: ObjectError[], object: string): { flag
   return { flags: PERSISTENT, timeout: t };
 }
 
-const sameStrings = (a: readonly string[], b: readonly string[]) => sameList(a, b, (x, y) => x === y);
+const same = <T>(x: T, y: T) => x === y;
+
+/**
+ * A list made item by item that is `previous` itself for as long as the items are its own, in its
+ * order: the array is copied at the first difference only. (Arrays that a result keeps are allocated
+ * by V8 straight into the old generation once a cold sync has kept them all; an unchanged Service's
+ * recompute must not make them, or every full recompute leaves them behind as old garbage.)
+ */
+class ListLike<T> {
+  private out: T[] | undefined;
+  private kept = 0;
+  constructor(private readonly previous: T[] = []) {}
+
+  push(x: T): void {
+    if (!this.out && this.kept < this.previous.length && this.previous[this.kept] === x) this.kept++;
+    else (this.out ??= this.previous.slice(0, this.kept)).push(x);
+  }
+
+  some(test: (x: T) => boolean): boolean {
+    if (this.out) return this.out.some(test);
+    for (let i = 0; i < this.kept; i++) if (test(this.previous[i])) return true;
+    return false;
+  }
+
+  /** The list; a new one is a copy of exact length (a list grown by push keeps room for 16 more items). */
+  list(): T[] {
+    if (this.out) return this.out.slice();
+    return this.kept === this.previous.length ? this.previous : this.previous.slice(0, this.kept);
+  }
+}
+const sameStrings = (a: readonly string[], b: readonly string[]) => sameList(a, b, same);
+/** Shared by every result without errors and every virtual server without source ranges (never changed in place). */
+const NO_ERRORS: ObjectError[] = Object.freeze([]) as unknown as ObjectError[];
+const NO_RANGES: readonly string[] = Object.freeze([]);
 
 const sameDesiredServer = (a: DesiredVirtualServer, b: DesiredVirtualServer): boolean =>
   a === b ||
@@ -493,7 +531,7 @@ export function desiredForService(
     if (!families.has(ip.family)) errors.push({ object, reason: `${ip.address} is IPv${ip.family}, which the Service's clusterIPs do not have; skipped` });
   }
 
-  const virtualServers: DesiredVirtualServer[] = [];
+  const virtualServers = new ListLike(previous?.virtualServers);
   const reported = new Set<string>();
   const seen = new Set<string>();
   const keys = new Set<string>();
@@ -529,16 +567,17 @@ export function desiredForService(
       const eps = endpointsFor(portName, family, slices, node, errors, reported);
       if (externalLocal) localEndpoints = Math.max(localEndpoints ?? 0, eps.readyLocal);
       /** Real-server lists by selection, shared by this port's virtual servers of this family. */
-      const lists = new Map<string, Destination[]>();
+      const lists = new Map<number, Destination[]>();
       const add = (kind: ServiceKind, ip: { family: Family; address: string }, port: number, local: boolean, ranges: readonly string[]) => {
         const wanted: ServiceSettings = { ip, protocol: protocol as Protocol, port, sched, aff };
-        const service = virtualServer(wanted);
-        const k = serviceKey(service);
+        // Last time's virtual server of this identity, found without building its key: when it comes
+        // out the same, neither its key nor a new VirtualServer is made.
+        const before = previous?.virtualServers.find((v) => isSameId(v.service, wanted));
+        const k = before ? before.key : serviceKey(virtualServer(wanted));
         if (keys.has(k)) return void errors.push({ object, reason: `${label}: ${k} is asked for twice; skipped` });
         keys.add(k);
-        const before = previous?.virtualServers.find((v) => v.key === k);
         const sel = selection(eps, local, topology && !local);
-        const selKey = `${sel.mask}/${sel.value}`;
+        const selKey = sel.mask * 64 + sel.value;
         let destinations = lists.get(selKey);
         if (!destinations) lists.set(selKey, (destinations = realServers(eps, sel, family, before?.destinations)));
         if (before && before.destinations === destinations && before.owner === owner && before.kind === kind && before.local === local &&
@@ -546,24 +585,35 @@ export function desiredForService(
           virtualServers.push(before); // unchanged: the very same object (see realServers)
           return;
         }
+        const service = virtualServer(wanted);
         virtualServers.push({ key: k, owner, service, destinations, ...(sched.keep ? { keepScheduler: true } : {}), kind, local, sourceRanges: ranges });
       };
-      for (const ip of ips) if (ip.family === family) add('ClusterIP', ip, p.port, internalLocal, []);
-      if (validPort(nodePort)) for (const a of node.nodePortAddresses) if (a.family === family) add('NodePort', a, nodePort, externalLocal, []);
-      for (const ip of externalIPs) if (ip.family === family) add('ExternalIP', ip, p.port, externalLocal, []);
+      for (const ip of ips) if (ip.family === family) add('ClusterIP', ip, p.port, internalLocal, NO_RANGES);
+      if (validPort(nodePort)) for (const a of node.nodePortAddresses) if (a.family === family) add('NodePort', a, nodePort, externalLocal, NO_RANGES);
+      for (const ip of externalIPs) if (ip.family === family) add('ExternalIP', ip, p.port, externalLocal, NO_RANGES);
       if (sourceRanges) for (const ip of lbIPs) if (ip.family === family) add('LoadBalancer', ip, p.port, externalLocal, sourceRanges);
     }
   }
   if (ports.length === 0) errors.push({ object, reason: 'spec.ports is empty' });
   // Bound to kube-ipvs0: the ClusterIPs, and external/load-balancer IPs that no other interface has.
-  const addresses: LinkAddress[] = [];
-  for (const v of virtualServers) {
+  const servers = virtualServers.list();
+  const addresses = new ListLike(previous?.addresses);
+  for (const v of servers) {
     if (v.kind === 'NodePort' || (v.kind !== 'ClusterIP' && node.localAddresses.has(v.service.address))) continue;
     if (addresses.some((a) => a.address === v.service.address)) continue;
-    addresses.push({ family: v.service.family, address: v.service.address, prefixLength: v.service.family === 4 ? 32 : 128 });
+    const family = v.service.family;
+    const prefixLength = family === 4 ? 32 : 128;
+    const before = previous?.addresses.find((a) => a.address === v.service.address && a.family === family && a.prefixLength === prefixLength);
+    addresses.push(before ?? { family, address: v.service.address, prefixLength });
   }
-  const result: ServiceResult = { virtualServers, addresses, errors, valid: true };
   const hc = spec.healthCheckNodePort;
-  if (type === 'LoadBalancer' && externalLocal && validPort(hc)) result.healthCheck = { port: hc, localEndpoints: localEndpoints ?? 0 };
+  const healthCheck = type === 'LoadBalancer' && externalLocal && validPort(hc) ? { port: hc, localEndpoints: localEndpoints ?? 0 } : undefined;
+  // All of it as last time: last time's result itself, so that an unchanged Service leaves no garbage.
+  const bound = addresses.list();
+  if (previous && previous.valid && !errors.length && !previous.errors.length && servers === previous.virtualServers &&
+    bound === previous.addresses && healthCheck?.port === previous.healthCheck?.port &&
+    healthCheck?.localEndpoints === previous.healthCheck?.localEndpoints) return previous;
+  const result: ServiceResult = { virtualServers: servers, addresses: bound, errors: errors.length ? errors : NO_ERRORS, valid: true };
+  if (healthCheck) result.healthCheck = healthCheck;
   return result;
 }

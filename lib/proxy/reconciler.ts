@@ -18,6 +18,7 @@ import { nodeAddresses, parseCidrs, sameNode, ZONE_LABEL } from './node.js';
 import { applyToObserved, diff, observedFromKernel, type DesiredState, type ObservedState } from './diff.js';
 import type { Overlap } from './runner.js';
 import { GracefulTermination, type GracefulOptions } from './graceful.js';
+import { SetMap } from './setmap.js';
 import { partFromAddress, partFromVirtualServer, type NftGlobals, type NftPart } from '../nft/model.js';
 
 export const DUMMY_LINK = 'kube-ipvs0';
@@ -66,6 +67,12 @@ export interface Firewall {
    * named (undefined: gone). Throws with nft's reason; after a failure, only a full update is accepted.
    */
   update(globals: NftGlobals, parts: ReadonlyMap<string, NftPart | undefined>, opts: { full?: boolean }): Promise<boolean>;
+}
+
+/** The service keys and addresses a sync's recomputes touched, in order, a key possibly more than once (diff's Scope). */
+interface Touched {
+  services: string[];
+  addresses: string[];
 }
 
 /** The virtual servers (service keys) and addresses written during a full sync's read; removed: any deleted. */
@@ -126,13 +133,13 @@ export class Reconciler {
   private readonly healthChecked = new Map<string, ServiceResult>();
   /** EndpointSlice key → the Service it belongs to, to find slices by Service. */
   private readonly sliceOwner = new Map<string, string>();
-  private readonly slicesByService = new Map<string, Set<string>>();
+  private readonly slicesByService = new SetMap();
   private readonly desired: DesiredState = { services: new Map(), addresses: new Map() };
   /** Which Service holds each kernel service key / address (first claim wins on a conflict). */
   private readonly claims = new Map<string, string>();
   /** Every Service whose result asks for a kernel service key, in claim order: the next holder when one lets go. */
-  private readonly wanted = new Map<string, Set<string>>();
-  private readonly addressClaims = new Map<string, Set<string>>();
+  private readonly wanted = new SetMap();
+  private readonly addressClaims = new SetMap();
   private observed: ObservedState | undefined;
   /** While a full sync reads the kernel beside partial syncs: what those wrote (or tried to). */
   private racing: Raced | undefined;
@@ -185,16 +192,14 @@ export class Reconciler {
   private indexSlice(key: string, slice: V1EndpointSlice | undefined): void {
     const before = this.sliceOwner.get(key);
     if (before) {
-      this.slicesByService.get(before)?.delete(key);
+      this.slicesByService.delete(before, key);
       this.sliceOwner.delete(key);
     }
     const name = slice?.metadata?.labels?.[SERVICE_NAME_LABEL];
     if (!slice || !name) return;
     const owner = `${slice.metadata?.namespace ?? 'default'}/${name}`;
     this.sliceOwner.set(key, owner);
-    let set = this.slicesByService.get(owner);
-    if (!set) this.slicesByService.set(owner, (set = new Set()));
-    set.add(key);
+    this.slicesByService.add(owner, key);
   }
 
   private refreshConfig(): void {
@@ -231,13 +236,13 @@ export class Reconciler {
   }
 
   /** Recomputes one Service's desired state and swaps its claims; returns the kernel keys it touched. */
-  private recompute(key: string, touched: { services: Set<string>; addresses: Set<string> }): void {
+  private recompute(key: string, touched: Touched): void {
     const snap = this.source.snapshot();
     const svc = snap.services.get(key);
     let result: ServiceResult | undefined;
     if (svc) {
       const slices: V1EndpointSlice[] = [];
-      for (const k of this.slicesByService.get(key) ?? []) {
+      for (const k of this.slicesByService.values(key)) {
         const slice = snap.endpointSlices.get(k);
         if (slice) slices.push(slice);
       }
@@ -263,20 +268,18 @@ export class Reconciler {
     if (old && result && sameDesired(old, result) && old.virtualServers.every((vs) => this.claims.get(vs.key) === key)) {
       // Already in force, claims and all: keep the objects we hold, so an unchanged Service (most of
       // them when a Node change or a relist recomputes everything) leaves no garbage. Still diffed.
-      for (const vs of old.virtualServers) touched.services.add(vs.key);
-      for (const a of old.addresses) touched.addresses.add(a.address);
+      for (const vs of old.virtualServers) touched.services.push(vs.key);
+      for (const a of old.addresses) touched.addresses.push(a.address);
       return;
     }
     for (const vs of old?.virtualServers ?? []) {
-      touched.services.add(vs.key);
-      const others = this.wanted.get(vs.key);
-      others?.delete(key);
-      if (others?.size === 0) this.wanted.delete(vs.key);
+      touched.services.push(vs.key);
+      this.wanted.delete(vs.key, key);
       if (this.claims.get(vs.key) !== key) continue;
       this.claims.delete(vs.key);
       this.desired.services.delete(vs.key);
       // Hand the virtual server to the next Service that wants it (the oldest contender).
-      const next = others?.values().next().value;
+      const next = this.wanted.first(vs.key);
       const theirs = next === undefined ? undefined : this.results.get(next)?.virtualServers.find((v) => v.key === vs.key);
       if (next !== undefined && theirs) {
         this.claims.set(vs.key, next);
@@ -285,13 +288,8 @@ export class Reconciler {
       }
     }
     for (const a of old?.addresses ?? []) {
-      touched.addresses.add(a.address);
-      const holders = this.addressClaims.get(a.address);
-      holders?.delete(key);
-      if (holders && holders.size === 0) {
-        this.addressClaims.delete(a.address);
-        this.desired.addresses.delete(a.address);
-      }
+      touched.addresses.push(a.address);
+      if (this.addressClaims.delete(a.address, key)) this.desired.addresses.delete(a.address);
     }
     if (!result) {
       this.results.delete(key);
@@ -302,10 +300,8 @@ export class Reconciler {
     if (result.healthCheck) this.healthChecked.set(key, result);
     else this.healthChecked.delete(key);
     for (const vs of result.virtualServers) {
-      touched.services.add(vs.key);
-      let contenders = this.wanted.get(vs.key);
-      if (!contenders) this.wanted.set(vs.key, (contenders = new Set()));
-      contenders.add(key);
+      touched.services.push(vs.key);
+      this.wanted.add(vs.key, key);
       const holder = this.claims.get(vs.key);
       if (holder && holder !== key) {
         this.log.error(`Service ${key}: ${vs.key} is already served for Service ${holder}; skipped`, { service: key });
@@ -315,10 +311,8 @@ export class Reconciler {
       this.desired.services.set(vs.key, vs);
     }
     for (const a of result.addresses) {
-      touched.addresses.add(a.address);
-      let holders = this.addressClaims.get(a.address);
-      if (!holders) this.addressClaims.set(a.address, (holders = new Set()));
-      holders.add(key);
+      touched.addresses.push(a.address);
+      this.addressClaims.add(a.address, key);
       this.desired.addresses.set(a.address, a);
     }
   }
@@ -334,20 +328,23 @@ export class Reconciler {
     const t0 = performance.now();
     this.refreshConfig();
     const full = !this.racing && (opts.full || this.needFull || !this.observed);
-    const touched = { services: new Set<string>(), addresses: new Set<string>() };
+    const touched: Touched = { services: [], addresses: [] };
     let t1 = t0;
     let timeoutsError: string | undefined;
     try {
       await this.refreshNode(full);
       if (this.allDirty) {
-        for (const key of new Set([...this.results.keys(), ...this.source.snapshot().services.keys()])) this.recompute(key, touched);
+        // Every Service we hold a result for, then every other one the source has, without a list of all
+        // keys: recompute changes results only at its own key, and keeps it for a Service the source has.
+        for (const key of this.results.keys()) this.recompute(key, touched);
+        for (const key of this.source.snapshot().services.keys()) if (!this.results.has(key)) this.recompute(key, touched);
         this.allDirty = false;
       } else {
         for (const key of this.dirty) this.recompute(key, touched);
       }
       this.dirty.clear();
       // Draining real servers are diffed on every sync until their delete is written.
-      if (!full) for (const key of this.graceful.serviceKeys()) touched.services.add(key);
+      if (!full) for (const key of this.graceful.serviceKeys()) touched.services.push(key);
       t1 = performance.now();
       let table: IpvsTable | undefined;
       if (full) {
@@ -373,7 +370,7 @@ export class Reconciler {
           }
         } else got = await read();
         table = got.table;
-        this.observed = observedFromKernel(table, got.bound, this.desired);
+        this.observed = observedFromKernel(table, got.bound, this.desired, this.observed);
         if (kept) keepRaced(this.observed, kept, raced);
       }
       const observed = this.observed!;
@@ -384,7 +381,7 @@ export class Reconciler {
       // connection before its masquerade and filter elements exist (a NodePort answered unmasqueraded
       // breaks the reply path). A failure still lets the IPVS writes go ahead and fails the sync.
       // Re-applied whole on full syncs to repair drift.
-      const firewallOk = !this.firewall || (!full && !touched.services.size && !touched.addresses.size) || (await this.syncFirewall(full, touched));
+      const firewallOk = !this.firewall || (!full && !touched.services.length && !touched.addresses.length) || (await this.syncFirewall(full, touched));
       const t4 = performance.now();
       if (this.racing) noteRaced(this.racing, ops);
       const result = ops.length ? await this.kernel.apply(ops) : { applied: 0, errors: [] };
@@ -422,7 +419,7 @@ export class Reconciler {
    * Applies the nftables table for the desired state: whole on full syncs, else only the touched virtual
    * servers' and addresses' parts. A failure is logged and fails the sync (retried by a full one).
    */
-  private async syncFirewall(full: boolean, touched: { services: Set<string>; addresses: Set<string> }): Promise<boolean> {
+  private async syncFirewall(full: boolean, touched: Touched): Promise<boolean> {
     try {
       const parts = new Map<string, NftPart | undefined>();
       for (const key of full ? this.desired.services.keys() : touched.services) {

@@ -42,3 +42,26 @@ test.each(cases)('%s', (name) => {
   if (process.env.UPDATE_GOLDEN) writeFileSync(file, text);
   expect(text).toBe(readFileSync(file, 'utf8'));
 });
+
+// `previous` only lends objects: with any earlier result (its own, another Service's, one computed for
+// another node) the result equals the one computed from scratch, and an unchanged Service without
+// errors gets its earlier result back itself, so a full recompute of it allocates nothing to keep.
+let reused = 0;
+afterAll(() => expect(reused).toBeGreaterThan(0)); // the identity clause below was exercised
+test.each(cases)('%s: the same with any previous result; unchanged and without errors, the previous result itself', (name) => {
+  const objects = loadAllYaml(readFileSync(`${DIR}/${name}.yaml`, 'utf8')) as Array<{ kind: string }>;
+  const services = objects.filter((o) => o.kind === 'Service') as V1Service[];
+  const slices = objects.filter((o) => o.kind === 'EndpointSlice') as V1EndpointSlice[];
+  const slicesOf = (svc: V1Service) => slices.filter((s) => `${s.metadata?.namespace}/${s.metadata?.labels?.[SERVICE_NAME_LABEL]}` === objectKey(svc));
+  const otherNode: NodeContext = { name: 'node-b', zone: 'zone-b', nodePortAddresses: [{ family: 4, address: '192.168.1.11' }], localAddresses: new Set() };
+  const fresh = services.map((svc) => desiredForService(svc, slicesOf(svc), DEFAULT_CONFIG, NODE));
+  services.forEach((svc, i) => {
+    const elsewhere = desiredForService(svc, slicesOf(svc), DEFAULT_CONFIG, otherNode);
+    for (const previous of [fresh[i], elsewhere, ...fresh]) {
+      const r = desiredForService(svc, slicesOf(svc), DEFAULT_CONFIG, NODE, previous);
+      expect(r).toEqual(fresh[i]);
+      const full = fresh[i].valid && !fresh[i].errors.length && fresh[i].virtualServers.length; // not an early return
+      if (previous === fresh[i] && full) (expect(r).toBe(previous), reused++);
+    }
+  });
+});
