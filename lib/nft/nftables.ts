@@ -85,7 +85,8 @@ export class Nftables {
    * Full: replaces the table (forced) with the one `globals` and `parts` (every part) describe. Otherwise:
    * replaces only the parts named (undefined: gone), in one transaction of element additions and deletions,
    * none when nothing changed; returns whether nft ran. After any failure (and before the first full
-   * update) a partial update throws without running nft: the caller's next full update repairs the table.
+   * update, or when the globals changed) a partial update throws, without running nft, an error whose
+   * `needsFull` is true: the caller's full update repairs the table.
    * @throws {NftModelError} a bad value in a part. @throws {Error} as apply.
    */
   async update(globals: NftGlobals, parts: ReadonlyMap<string, NftPart | undefined>, opts: { full?: boolean } = {}): Promise<boolean> {
@@ -99,7 +100,8 @@ export class Nftables {
     }
     const index = this.index;
     if (!index || JSON.stringify(index.globals) !== JSON.stringify(globals)) {
-      throw new Error(`nftables: ${TABLE} needs a full update first (${index ? 'node addresses, cluster CIDRs or masquerade-all changed' : 'none yet, or the last one failed'})`);
+      const why = index ? 'node addresses, cluster CIDRs or masquerade-all changed' : 'none yet, or the last one failed';
+      throw Object.assign(new Error(`nftables: ${TABLE} needs a full update first (${why})`), { needsFull: true });
     }
     this.index = undefined; // until the kernel has the change
     for (const [key, part] of parts) index.set(key, part);

@@ -64,7 +64,9 @@ export interface ReconcilerOptions {
 export interface Firewall {
   /**
    * Full: replaces the table atomically with the one every part describes. Otherwise changes only the parts
-   * named (undefined: gone). Throws with nft's reason; after a failure, only a full update is accepted.
+   * named (undefined: gone). Throws with nft's reason. A partial update it cannot apply as such (none
+   * applied yet, the last one failed, or the globals changed) rejects, without touching the table, with
+   * an error whose `needsFull` is true: the caller then sends a full one.
    */
   update(globals: NftGlobals, parts: ReadonlyMap<string, NftPart | undefined>, opts: { full?: boolean }): Promise<boolean>;
 }
@@ -420,21 +422,32 @@ export class Reconciler {
    * servers' and addresses' parts. A failure is logged and fails the sync (retried by a full one).
    */
   private async syncFirewall(full: boolean, touched: Touched): Promise<boolean> {
-    try {
+    const globals: NftGlobals = {
+      nodeAddresses: [...this.node.localAddresses].map((address) => ({ family: address.includes(':') ? 6 : 4, address })),
+      clusterCIDRs: this.clusterCIDRs,
+      masqueradeAll: this.masqueradeAll,
+    };
+    const update = (whole: boolean) => {
       const parts = new Map<string, NftPart | undefined>();
-      for (const key of full ? this.desired.services.keys() : touched.services) {
+      for (const key of whole ? this.desired.services.keys() : touched.services) {
         const vs = this.desired.services.get(key);
         parts.set(`service ${key}`, vs && partFromVirtualServer(vs));
       }
-      for (const address of full ? this.desired.addresses.keys() : touched.addresses) {
+      for (const address of whole ? this.desired.addresses.keys() : touched.addresses) {
         const a = this.desired.addresses.get(address);
         parts.set(`address ${address}`, a && partFromAddress(a));
       }
-      await this.firewall!.update({
-        nodeAddresses: [...this.node.localAddresses].map((address) => ({ family: address.includes(':') ? 6 : 4, address })),
-        clusterCIDRs: this.clusterCIDRs,
-        masqueradeAll: this.masqueradeAll,
-      }, parts, { full });
+      return this.firewall!.update(globals, parts, { full: whole });
+    };
+    try {
+      try {
+        await update(full);
+      } catch (err) {
+        // A partial sync beside a full sync's read can be the first to see new node addresses (the full
+        // sync read them) or follow a failed apply: then the whole table goes now, before its IPVS writes.
+        if (full || !(err as { needsFull?: boolean }).needsFull) throw err;
+        await update(true);
+      }
       return true;
     } catch (err) {
       this.log.error((err as Error).message, { errno: 'nftables' });

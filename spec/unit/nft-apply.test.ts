@@ -85,6 +85,8 @@ test('update: full replaces the table; a partial one runs one element transactio
   expect(await n.update(globals, new Map([['web', more]]))).toBe(true);
   expect(await n.update(globals, new Map([['web', more]]))).toBe(false);
   await expect(n.update({ ...globals, masqueradeAll: true }, new Map([['web', more]]))).rejects.toThrow('needs a full update first (node addresses, cluster CIDRs or masquerade-all changed)');
+  // What the reconciler reads to send the whole table instead.
+  await expect(n.update({ ...globals, masqueradeAll: true }, new Map([['web', more]]))).rejects.toMatchObject({ needsFull: true });
   expect(runs().map((r) => r.stdin)).toEqual([
     renderRuleset(modelFromParts(globals, all.values())),
     'add element inet kipvs hairpin4 { 10.244.1.6 . 10.244.1.6 }\n',

@@ -5,7 +5,8 @@ import { FakeKernel } from '../../lib/kernel/fake.js';
 import { FaultyKernel } from '../../lib/kernel/faulty.js';
 import { describeOp, destinationKey, serviceKey } from '../../lib/kernel/ids.js';
 import type { IpvsTable, KernelOp } from '../../lib/kernel/types.js';
-import { Reconciler } from '../../lib/proxy/reconciler.js';
+import type { NftGlobals, NftPart } from '../../lib/nft/model.js';
+import { Reconciler, type Firewall } from '../../lib/proxy/reconciler.js';
 import { FakeClock, SyncRunner } from '../../lib/proxy/runner.js';
 import { captureLogger } from '../support/logger.js';
 import { MemorySource, service, slice } from '../support/memory-source.js';
@@ -22,7 +23,7 @@ interface HeldDump {
 }
 
 /** Services s0..s3, each with two endpoints, programmed by a first sync; dumps are held from then on. */
-async function setup() {
+async function setup(opts: { firewall?: Firewall } = {}) {
   const fake = new FakeKernel();
   const held: HeldDump[] = [];
   let holding = false;
@@ -41,7 +42,8 @@ async function setup() {
   };
   const source = new MemorySource();
   const clock = new FakeClock(0);
-  const rec = new Reconciler({ kernel, source, logger: captureLogger(), graceful: { maxWaitMs: 0, clock } });
+  const logger = captureLogger();
+  const rec = new Reconciler({ kernel, source, logger, graceful: { maxWaitMs: 0, clock }, firewall: opts.firewall });
   const runner = new SyncRunner((reason, overlap) => rec.sync({ full: reason !== 'requested', overlap }), { minInterval: 0, maxInterval: PERIOD, clock });
   void source.start((changes) => {
     rec.noteChanges(changes);
@@ -73,7 +75,7 @@ async function setup() {
     held.shift()!.resolve(table);
     await settle();
   };
-  return { fake, kernel, held, writes, source, clock, rec, runner, settle, periodic, hold, release };
+  return { fake, kernel, held, writes, source, clock, rec, runner, settle, periodic, hold, release, logger };
 }
 
 /** The table as sorted 'KEY scheduler -> dest:port wN' lines. */
@@ -194,5 +196,37 @@ test('a kernel fault in the partial sync beside the read, and one in the dump it
   expect(t.rec.lastReport?.full).toBe(true);
   expect(t.fake.counters.refused).toBe(0);
   expect(lines(t.fake.table())).toEqual((await reference(t.source)).table);
+  await t.runner.stop();
+});
+
+test('a partial sync beside the read of a full sync that found a new node address sends the whole nftables table first, with no error', async () => {
+  // As lib/nft/nftables.ts: a partial update under other globals than the table in force is refused (needsFull).
+  let inForce: string | undefined;
+  let probe = () => false;
+  const calls: { full: boolean; parts: number; kernelHadIt: boolean }[] = [];
+  const firewall: Firewall = {
+    async update(globals: NftGlobals, parts: ReadonlyMap<string, NftPart | undefined>, { full }: { full?: boolean }) {
+      const g = JSON.stringify(globals);
+      if (!full && g !== inForce) throw Object.assign(new Error('nftables: inet kipvs needs a full update first'), { needsFull: true });
+      calls.push({ full: !!full, parts: parts.size, kernelHadIt: probe() });
+      inForce = g;
+      return true;
+    },
+  };
+  const t = await setup({ firewall });
+  probe = () => lines(t.fake.table()).includes('TCP/10.96.0.1:80 -> 10.244.0.3:8080 w1');
+  await t.fake.ensureDummyLink('eth0');
+  t.fake.inject({ kind: 'addAddress', ifname: 'eth0', address: { family: 4, address: '192.168.1.10', prefixLength: 24 } });
+  calls.length = 0;
+  await t.periodic(); // reads the node's addresses, then holds its dump
+  t.source.put(slice('s0', 'a', ['10.244.0.1', '10.244.0.2', '10.244.0.3'], backend));
+  await t.settle();
+  expect(t.writes).toEqual([{ ops: ['addDestination TCP/10.96.0.1:80 -> 10.244.0.3:8080'], beside: true }]);
+  // The whole table (4 virtual servers, 4 VIPs) under the new node address, before the IPVS write.
+  expect(calls).toEqual([{ full: true, parts: 8, kernelHadIt: false }]);
+  await t.release(t.fake.table());
+  expect(calls.map((c) => c.full)).toEqual([true, true]); // the full sync's own
+  expect(t.logger.errors()).toEqual([]);
+  expect(t.runner.status().consecutiveFailures).toBe(0);
   await t.runner.stop();
 });
