@@ -134,6 +134,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   const metrics = new Metrics(kernel, reconciler);
   let firstSync: () => void = () => {};
   const synced = new Promise<void>((resolve) => (firstSync = resolve));
+  const healthCheckOn = healthCheckAddresses(o.nodePortAddresses ?? []);
   const runner = new SyncRunner(async (reason, overlap) => {
     // A full sync's kernel read lets changes through (overlap): they need not wait for the dump.
     const result = await reconciler.sync({ full: reason !== 'requested', overlap });
@@ -144,8 +145,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     }
     // The healthCheckNodePort servers follow this node's local endpoints and, with --nodeport-addresses,
     // its addresses as the last full sync read them (never rejects).
-    void healthChecks.update(healthCheckWant(reconciler.healthCheckResults()),
-      healthCheckAddresses(o.nodePortAddresses ?? [], reconciler.node.nodePortAddresses));
+    void healthChecks.update(healthCheckWant(reconciler.healthCheckResults()), healthCheckOn(reconciler.node.nodePortAddresses));
     metrics.noteSync(reconciler.lastReport, result);
     firstSync();
     return result;

@@ -54,11 +54,12 @@ const EVERY = '';
 /**
  * The addresses the servers listen on, as kube-proxy chooses them: every address (undefined) without
  * --nodeport-addresses or when one of its CIDRs is a zero CIDR (0.0.0.0/0, ::/0: kube-proxy's MatchAll),
- * else the node addresses inside them (`nodePortAddresses`, the reconciler's node context). Pure.
+ * else the node addresses inside them (`nodePortAddresses`, the reconciler's node context). The flag is
+ * read once, here; the function returned runs after every sync. Pure.
  */
-export function healthCheckAddresses(cidrs: readonly string[], nodePortAddresses: readonly { address: string }[]): string[] | undefined {
-  if (!cidrs.length || parseCidrs(cidrs).some(([, bits]) => bits === 0)) return undefined;
-  return [...new Set(nodePortAddresses.map((a) => a.address))];
+export function healthCheckAddresses(cidrs: readonly string[]): (nodePortAddresses: readonly { address: string }[]) => string[] | undefined {
+  if (!cidrs.length || parseCidrs(cidrs).some(([, bits]) => bits === 0)) return () => undefined;
+  return (nodePortAddresses) => [...new Set(nodePortAddresses.map((a) => a.address))];
 }
 
 /** net's own listen handle for one numeric address, created and bound synchronously (see the header). */

@@ -140,11 +140,11 @@ test('healthCheckWant takes the Services that have a health check, first claim o
 describe('listening on the --nodeport-addresses node addresses, as kube-proxy', () => {
   test('healthCheckAddresses: every address without the flag or with a zero CIDR, else the node addresses inside it', () => {
     const node = [{ address: '10.0.0.5' }, { address: 'fd00::5' }, { address: '10.0.0.5' }];
-    expect(healthCheckAddresses([], node)).toBeUndefined();
-    expect(healthCheckAddresses(['0.0.0.0/0'], node)).toBeUndefined();
-    expect(healthCheckAddresses(['10.0.0.0/8', '::/0'], node)).toBeUndefined();
-    expect(healthCheckAddresses(['10.0.0.0/8', 'fd00::/64'], node)).toEqual(['10.0.0.5', 'fd00::5']);
-    expect(healthCheckAddresses(['192.168.0.0/16'], [])).toEqual([]);
+    expect(healthCheckAddresses([])(node)).toBeUndefined();
+    expect(healthCheckAddresses(['0.0.0.0/0'])(node)).toBeUndefined();
+    expect(healthCheckAddresses(['10.0.0.0/8', '::/0'])(node)).toBeUndefined();
+    expect(healthCheckAddresses(['10.0.0.0/8', 'fd00::/64'])(node)).toEqual(['10.0.0.5', 'fd00::5']);
+    expect(healthCheckAddresses(['192.168.0.0/16'])([])).toEqual([]);
   });
 
   test('one listener per address; other local addresses refuse; the listeners follow the addresses as they change', async () => {
