@@ -26,6 +26,26 @@ function setup(opts: RunnerOptions = {}, results: (SyncResult | Error | 'hold')[
   return { clock, calls, held, runner };
 }
 
+/**
+ * The property tests' driver: each step's run() calls (numbered by `nextSeq`, as the syncs are) then its
+ * wait, 5 × maxInterval more, then stop(), with `tailMs` for the syncs still in flight. The requests' numbers.
+ */
+async function drive(runner: SyncRunner, clock: FakeClock, steps: readonly { wait: number; runs: number }[], nextSeq: () => number, maxInterval: number, tailMs: number): Promise<number[]> {
+  const requests: number[] = [];
+  for (const s of steps) {
+    for (let i = 0; i < s.runs; i++) {
+      requests.push(nextSeq());
+      runner.run();
+    }
+    await clock.advance(s.wait);
+  }
+  await clock.advance(5 * maxInterval);
+  const stopping = runner.stop();
+  await clock.advance(tailMs);
+  await stopping;
+  return requests;
+}
+
 describe('SyncRunner', () => {
   test('nothing runs before the first run(), not even a periodic sync', async () => {
     const { clock, calls } = setup();
@@ -348,18 +368,7 @@ describe('SyncRunner', () => {
             sync.end = clock.now();
             return fail ? 'failed' : 'ok';
           }, { ...opts, clock });
-          const requests: number[] = [];
-          for (const s of steps) {
-            for (let i = 0; i < s.runs; i++) {
-              requests.push(seq++);
-              runner.run();
-            }
-            await clock.advance(s.wait);
-          }
-          await clock.advance(5 * opts.maxInterval);
-          const stopping = runner.stop();
-          await clock.advance(1000); // lets syncs still in flight finish
-          await stopping;
+          const requests = await drive(runner, clock, steps, () => seq++, opts.maxInterval, 1000);
           expect(violations).toEqual([]);
           expect(writing + reading).toBe(0);
           // Every request is served by a sync that started after it (and has ended).
@@ -422,18 +431,7 @@ describe('SyncRunner', () => {
           running = false;
           return fail ? 'failed' : 'ok';
         }, { ...opts, clock });
-        const requests: number[] = [];
-        for (const s of steps) {
-          for (let i = 0; i < s.runs; i++) {
-            requests.push(seq++);
-            runner.run();
-          }
-          await clock.advance(s.wait);
-        }
-        await clock.advance(5 * opts.maxInterval);
-        const stopping = runner.stop();
-        await clock.advance(300); // lets a sync still in flight finish
-        await stopping;
+        const requests = await drive(runner, clock, steps, () => seq++, opts.maxInterval, 300);
         expect(overlapped).toBe(0);
         for (let i = 1; i < syncs.length; i++) {
           const gap = syncs[i]!.start - syncs[i - 1]!.end;
